@@ -1,0 +1,247 @@
+"""L2 order book with exact fixed-point prices and a cached Kraken checksum.
+
+Prices and quantities are integers scaled by ``10**price_precision`` and
+``10**qty_precision`` (the venue's precisions), so there is no float drift and
+no Decimal arithmetic on the hot path. Each side keeps a dict ``price -> qty``
+and a sorted list of keys, best first (bids are stored negated so both lists
+ascend from the best level).
+
+Kraken's checksum token for a level is "the price printed at its precision,
+without the dot and without leading zeros" followed by the same for the qty
+(protocols.md §1.7). For a scaled integer that is simply ``str(int)``, so the
+token is cached per level when the level changes and a checksum is one join
+plus one CRC32 over the top 10 levels of each side.
+
+Maintenance rules (protocols.md §1.7 "Book maintenance rules"): apply every
+level of a message in array order, ``qty == 0`` deletes, then truncate each
+side to the subscribed depth (the venue sends no delete for levels pushed out
+of range).
+"""
+
+from __future__ import annotations
+
+import zlib
+from bisect import bisect_left, insort
+from collections.abc import Iterable
+from decimal import Decimal
+
+from gapless.events import Level
+
+__all__ = ["Book", "BookView", "fixed_to_decimal", "fixed_to_str"]
+
+_CHECKSUM_LEVELS = 10
+
+
+def fixed_to_decimal(value: int, precision: int) -> Decimal:
+    """Exact Decimal of a scaled integer: ``fixed_to_decimal(628071, 1) == Decimal('62807.1')``."""
+    return Decimal(value).scaleb(-precision)
+
+
+def fixed_to_str(value: int, precision: int) -> str:
+    """Fixed-point text with exactly ``precision`` decimals (``5, 8 -> '0.00000005'``)."""
+    if precision == 0:
+        return str(value)
+    sign = "-" if value < 0 else ""
+    digits = str(abs(value)).rjust(precision + 1, "0")
+    return f"{sign}{digits[:-precision]}.{digits[-precision:]}"
+
+
+class _Side:
+    """One side of a book, best level first."""
+
+    __slots__ = ("keys", "levels", "sign", "tokens")
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign  # +1 for asks (ascending), -1 for bids (descending price)
+        self.levels: dict[int, int] = {}
+        self.keys: list[int] = []  # sorted ascending of sign * price
+        self.tokens: dict[int, str] = {}
+
+    def set(self, price: int, qty: int) -> None:
+        levels = self.levels
+        if qty == 0:
+            if price in levels:
+                del levels[price]
+                del self.tokens[price]
+                keys = self.keys
+                del keys[bisect_left(keys, self.sign * price)]
+            return
+        if price not in levels:
+            insort(self.keys, self.sign * price)
+        levels[price] = qty
+        self.tokens[price] = f"{price}{qty}"
+
+    def truncate(self, depth: int) -> None:
+        keys = self.keys
+        if len(keys) <= depth:
+            return
+        sign = self.sign
+        for k in keys[depth:]:
+            price = sign * k
+            del self.levels[price]
+            del self.tokens[price]
+        del keys[depth:]
+
+    def clear(self) -> None:
+        self.levels.clear()
+        self.keys.clear()
+        self.tokens.clear()
+
+    def top(self, n: int) -> list[tuple[int, int]]:
+        sign = self.sign
+        levels = self.levels
+        return [(sign * k, levels[sign * k]) for k in self.keys[:n]]
+
+    def checksum_part(self) -> str:
+        sign = self.sign
+        tokens = self.tokens
+        return "".join([tokens[sign * k] for k in self.keys[:_CHECKSUM_LEVELS]])
+
+
+class Book:
+    """A mutable L2 book for one symbol at one subscribed depth.
+
+    Owned by a sync state machine; users see it through :class:`BookView`.
+    ``valid`` is True only after a verified snapshot and until the next
+    failure (gap, mismatch, disconnect)."""
+
+    __slots__ = (
+        "_asks",
+        "_bids",
+        "_view",
+        "depth",
+        "last_ts_ns",
+        "price_precision",
+        "qty_precision",
+        "symbol",
+        "valid",
+        "venue",
+    )
+
+    def __init__(
+        self, venue: str, symbol: str, depth: int, price_precision: int, qty_precision: int
+    ) -> None:
+        self.venue = venue
+        self.symbol = symbol
+        self.depth = depth
+        self.price_precision = price_precision
+        self.qty_precision = qty_precision
+        self._bids = _Side(-1)
+        self._asks = _Side(1)
+        self.valid = False
+        self.last_ts_ns: int | None = None
+        self._view = BookView(self)
+
+    @property
+    def view(self) -> BookView:
+        return self._view
+
+    def reset(self) -> None:
+        """Forget everything (snapshot is authoritative: never merge, design.md §1.2)."""
+        self._bids.clear()
+        self._asks.clear()
+        self.valid = False
+
+    def apply(self, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]) -> None:
+        """Apply levels in order (qty 0 deletes), then truncate to depth."""
+        side = self._bids
+        for price, qty in bids:
+            side.set(price, qty)
+        side = self._asks
+        for price, qty in asks:
+            side.set(price, qty)
+        self._bids.truncate(self.depth)
+        self._asks.truncate(self.depth)
+
+    def checksum(self) -> int:
+        """Kraken CRC32 over the top 10 asks then the top 10 bids (protocols.md §1.7)."""
+        text = self._asks.checksum_part() + self._bids.checksum_part()
+        return zlib.crc32(text.encode("ascii")) & 0xFFFFFFFF
+
+    # Fixed-point access (exact ints) -------------------------------------------------
+    def bids_fixed(self, n: int | None = None) -> list[tuple[int, int]]:
+        return self._bids.top(self.depth if n is None else n)
+
+    def asks_fixed(self, n: int | None = None) -> list[tuple[int, int]]:
+        return self._asks.top(self.depth if n is None else n)
+
+    def __len__(self) -> int:
+        return len(self._bids.levels) + len(self._asks.levels)
+
+    def crossed(self) -> bool:
+        b = self._bids.keys
+        a = self._asks.keys
+        return bool(b and a and -b[0] >= a[0])
+
+    # Decimal access --------------------------------------------------------------------
+    def _levels(self, fixed: list[tuple[int, int]]) -> tuple[Level, ...]:
+        pp = self.price_precision
+        qp = self.qty_precision
+        return tuple(Level(fixed_to_decimal(p, pp), fixed_to_decimal(q, qp)) for p, q in fixed)
+
+    def bids(self, n: int | None = None) -> tuple[Level, ...]:
+        return self._levels(self.bids_fixed(n))
+
+    def asks(self, n: int | None = None) -> tuple[Level, ...]:
+        return self._levels(self.asks_fixed(n))
+
+
+class BookView:
+    """Read-only view of a live book (what events and ``Feed.book()`` hand out)."""
+
+    __slots__ = ("_book",)
+
+    def __init__(self, book: Book) -> None:
+        self._book = book
+
+    @property
+    def venue(self) -> str:
+        return self._book.venue
+
+    @property
+    def symbol(self) -> str:
+        return self._book.symbol
+
+    @property
+    def depth(self) -> int:
+        return self._book.depth
+
+    @property
+    def valid(self) -> bool:
+        """True only while the book is verified by the venue's integrity check."""
+        return self._book.valid
+
+    @property
+    def last_ts_ns(self) -> int | None:
+        return self._book.last_ts_ns
+
+    def best_bid(self) -> Level | None:
+        top = self._book.bids(1)
+        return top[0] if top else None
+
+    def best_ask(self) -> Level | None:
+        top = self._book.asks(1)
+        return top[0] if top else None
+
+    def bids(self, n: int | None = None) -> tuple[Level, ...]:
+        return self._book.bids(n)
+
+    def asks(self, n: int | None = None) -> tuple[Level, ...]:
+        return self._book.asks(n)
+
+    def bids_float(self, n: int | None = None) -> list[tuple[float, float]]:
+        return [(float(p), float(q)) for p, q in self._book.bids(n)]
+
+    def asks_float(self, n: int | None = None) -> list[tuple[float, float]]:
+        return [(float(p), float(q)) for p, q in self._book.asks(n)]
+
+    def checksum(self) -> int:
+        return self._book.checksum()
+
+    def __repr__(self) -> str:
+        bb = self.best_bid()
+        ba = self.best_ask()
+        return (
+            f"<BookView {self.venue}:{self.symbol}@{self.depth} valid={self.valid} "
+            f"bid={bb.price if bb else None} ask={ba.price if ba else None}>"
+        )

@@ -1,0 +1,92 @@
+"""One error tree for gapless.
+
+::
+
+    GaplessError
+    ├── ConfigError            bad options, URLs or stream specs (raised at once)
+    ├── ProtocolError          the *venue* broke its protocol
+    │   ├── DecodeError        a frame that is not valid JSON / not the expected shape
+    │   ├── FrameTooLarge      hostile size limits
+    │   └── ChecksumMismatch   local book disagrees with the venue's checksum
+    ├── LocalProtocolError     *we* were about to break the protocol (a bug or misuse)
+    ├── TransportError         the connection failed (handshake refused, dropped, timed out)
+    │   └── HandshakeRejected  HTTP error on upgrade (429 ban, 503 maintenance)
+    ├── OutboxFull             control request queued while disconnected, but the outbox is full
+    └── FeedClosed             the feed was closed
+
+Decoders raise only :class:`DecodeError` (or a subclass) on bad input: a
+session catches it, counts it, reports a ``BadFrame`` event and resyncs where
+state could be affected. Nothing a venue sends may crash a session.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChecksumMismatch",
+    "ConfigError",
+    "DecodeError",
+    "FeedClosed",
+    "FrameTooLarge",
+    "GaplessError",
+    "HandshakeRejected",
+    "LocalProtocolError",
+    "OutboxFull",
+    "ProtocolError",
+    "TransportError",
+]
+
+
+class GaplessError(Exception):
+    """Base of every error gapless raises."""
+
+
+class ConfigError(GaplessError, ValueError):
+    """Invalid configuration or stream specification."""
+
+
+class ProtocolError(GaplessError):
+    """The venue sent something that breaks its documented protocol."""
+
+
+class DecodeError(ProtocolError):
+    """A frame could not be decoded into a known message."""
+
+
+class FrameTooLarge(DecodeError):
+    """A frame exceeded a configured hostile-input limit."""
+
+
+class ChecksumMismatch(ProtocolError):
+    """The local book's checksum differs from the venue's."""
+
+    def __init__(self, symbol: str, expected: int, actual: int) -> None:
+        super().__init__(f"{symbol}: checksum mismatch (venue {expected}, local {actual})")
+        self.symbol = symbol
+        self.expected = expected
+        self.actual = actual
+
+
+class LocalProtocolError(GaplessError):
+    """gapless itself was about to violate the protocol."""
+
+
+class TransportError(GaplessError):
+    """The network connection failed."""
+
+
+class HandshakeRejected(TransportError):
+    """The WebSocket upgrade was answered with an HTTP error status."""
+
+    def __init__(self, status: int, retry_after_s: float | None = None) -> None:
+        detail = f" (Retry-After {retry_after_s:g} s)" if retry_after_s is not None else ""
+        super().__init__(f"WebSocket upgrade rejected with HTTP {status}{detail}")
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class OutboxFull(GaplessError):
+    """Too many control requests queued while disconnected."""
+
+
+class FeedClosed(GaplessError):
+    """The feed has been closed."""

@@ -1,0 +1,271 @@
+"""The library entry point: ``async with gapless.connect(...) as feed: async for ev in feed``.
+
+A :class:`Feed` groups the requested streams into logical connections (one
+adapter + one supervisor each), runs every supervisor in one TaskGroup owned
+by the ``async with`` block, and merges their events into one bounded queue.
+If a supervisor fails with a bug, the TaskGroup cancels the block and the
+error surfaces from ``async with``: nothing dies in a task nobody awaits.
+
+When the block ends, every stream still inside an unfinished gap gets a
+final :class:`~gapless.events.Gap` with ``end_ts_ns=None``; those events stay
+readable with :meth:`Feed.drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from gapless.book import BookView
+from gapless.errors import ConfigError, FeedClosed
+from gapless.events import Event
+from gapless.runtime.backoff import TokenBucket
+from gapless.runtime.supervisor import RuntimeOptions, Supervisor
+from gapless.sinks.capture import CaptureWriter
+from gapless.venues.base import Now, StreamSpec
+from gapless.venues.kraken.adapter import KrakenAdapter, KrakenOptions
+
+__all__ = ["Feed", "VenueLimits", "connect"]
+
+log = logging.getLogger("gapless.feed")
+
+
+@dataclass(frozen=True, slots=True)
+class VenueLimits:
+    """Connection-attempt token bucket per venue (design.md §3; protocols.md §1.2)."""
+
+    burst: float
+    per_second: float
+
+
+DEFAULT_LIMITS: dict[str, VenueLimits] = {
+    # Kraken: ~150 attempts per rolling 10 min per IP, then a 10-minute ban.
+    "kraken": VenueLimits(burst=20, per_second=100 / 600),
+}
+
+
+class Feed:
+    """Merged, ordered-per-stream event stream over one or more connections."""
+
+    def __init__(
+        self,
+        specs: list[StreamSpec],
+        *,
+        urls: Mapping[str, str] | None = None,
+        runtime: RuntimeOptions | None = None,
+        kraken: KrakenOptions | None = None,
+        capture: str | None = None,
+        queue_size: int = 10_000,
+        limits: Mapping[str, VenueLimits] | None = None,
+    ) -> None:
+        if not specs:
+            raise ConfigError("connect() needs at least one stream")
+        self.runtime = runtime or RuntimeOptions()
+        urls = dict(urls or {})
+        unknown = set(urls) - {"kraken"}
+        if unknown:
+            raise ConfigError(f"unknown venue in urls: {sorted(unknown)}")
+        kopts = kraken or KrakenOptions()
+        if "kraken" in urls:
+            kopts = _replace_url(kopts, urls["kraken"])
+        self._limits = {**DEFAULT_LIMITS, **(limits or {})}
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
+        self._adapters: list[KrakenAdapter] = []
+        for spec in specs:
+            if spec.venue != "kraken":
+                raise ConfigError(f"venue {spec.venue!r} is not supported yet")
+            # Kraken book messages carry no depth: one book depth per symbol per connection.
+            target = next(
+                (
+                    a
+                    for a in self._adapters
+                    if not (spec.channel == "book" and a.has_book(spec.symbol))
+                ),
+                None,
+            )
+            if target is None:
+                target = KrakenAdapter(options=kopts)
+                self._adapters.append(target)
+            target.add(spec)
+        self.capture = CaptureWriter(capture) if capture else None
+        self.supervisors: list[Supervisor] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._leftover: list[Event] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Feed:
+        loop = asyncio.get_running_loop()
+        buckets: dict[str, TokenBucket] = {}
+        for i, adapter in enumerate(self._adapters, 1):
+            lim = self._limits[adapter.venue]
+            bucket = buckets.setdefault(
+                adapter.venue, TokenBucket(lim.burst, lim.per_second, loop.time())
+            )
+            self.supervisors.append(
+                Supervisor(
+                    f"{adapter.venue}#{i}",
+                    adapter,
+                    self.runtime,
+                    self._emit,
+                    bucket,
+                    capture=self.capture,
+                )
+            )
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        for sup in self.supervisors:
+            self._tasks.append(self._tg.create_task(sup.run(), name=sup.name))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self._stop()
+        assert self._tg is not None
+        await self._tg.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def aclose(self) -> None:
+        """Stop every connection (the ``async with`` block also does this)."""
+        await self._stop()
+
+    async def _stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        now = Now(asyncio.get_running_loop().time(), time.time_ns())
+        for adapter in self._adapters:
+            self._leftover.extend(adapter.shutdown(now).events)
+        if self.capture is not None:
+            self.capture.close()
+
+    async def _emit(self, ev: Event) -> None:
+        await self._queue.put(ev)
+
+    # ------------------------------------------------------------------ consuming
+    def __aiter__(self) -> Feed:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+            if self._leftover:
+                return self._leftover.pop(0)
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    def drain(self) -> list[Event]:
+        """Everything still queued, including the final gaps after close."""
+        out: list[Event] = []
+        while not self._queue.empty():
+            out.append(self._queue.get_nowait())
+        out.extend(self._leftover)
+        self._leftover = []
+        return out
+
+    # ------------------------------------------------------------------ state access
+    def book(self, symbol: str, venue: str = "kraken", depth: int | None = None) -> BookView | None:
+        """The live book for ``symbol`` (check ``.valid`` before trusting it)."""
+        for adapter in self._adapters:
+            if adapter.venue != venue:
+                continue
+            b = adapter.book(symbol)
+            if b is not None and (depth is None or b.depth == depth):
+                return b.view
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for sup in self.supervisors:
+            s = sup.stats
+            out[sup.name] = {
+                "state": sup.state.value,
+                "dials": s.dials,
+                "connects": s.connects,
+                "reconnects": s.reconnects,
+                "frames_in": s.frames_in,
+                "frames_dropped": s.frames_dropped,
+                "dead_peer": s.dead_peer,
+                "handshake_rejections": s.handshake_rejections,
+                "bad_frames": getattr(sup.adapter, "bad_frames", 0),
+            }
+        return out
+
+    @property
+    def adapters(self) -> list[KrakenAdapter]:
+        return list(self._adapters)
+
+    def subscribe(self, spec: StreamSpec) -> None:
+        """Add a stream while running. Queued in the connection's bounded outbox
+        (raises :class:`OutboxFull` when full) and sent once connected."""
+        self._control("subscribe", spec)
+
+    def unsubscribe(self, spec: StreamSpec) -> None:
+        """Stop a stream while running (queued like :meth:`subscribe`)."""
+        self._control("unsubscribe", spec)
+
+    def _control(self, op: str, spec: StreamSpec) -> None:
+        if self._closed:
+            raise FeedClosed("feed is closed")
+        if spec.venue != "kraken":
+            raise ConfigError(f"venue {spec.venue!r} is not supported yet")
+        for sup, adapter in zip(self.supervisors, self._adapters, strict=True):
+            owns = spec.key in adapter.streams()
+            if op == "unsubscribe" and not owns:
+                continue
+            if (
+                op == "subscribe"
+                and spec.channel == "book"
+                and adapter.has_book(spec.symbol)
+                and not owns
+            ):
+                continue
+            sup.request(op, spec)
+            return
+        if op == "unsubscribe":
+            raise ConfigError(f"not subscribed: {spec.key}")
+        raise ConfigError(f"no connection can carry {spec.key} (one book depth per symbol)")
+
+
+def _replace_url(opts: KrakenOptions, url: str) -> KrakenOptions:
+    import dataclasses
+
+    if not (url.startswith("ws://") or url.startswith("wss://")):
+        raise ConfigError(f"kraken url must be ws:// or wss://, got {url!r}")
+    return dataclasses.replace(opts, url=url)
+
+
+def connect(
+    *specs: StreamSpec,
+    urls: Mapping[str, str] | None = None,
+    runtime: RuntimeOptions | None = None,
+    kraken: KrakenOptions | None = None,
+    capture: str | None = None,
+    queue_size: int = 10_000,
+) -> Feed:
+    """Open a feed over the given streams; use as ``async with connect(...) as feed``."""
+    return Feed(
+        list(specs),
+        urls=urls,
+        runtime=runtime,
+        kraken=kraken,
+        capture=capture,
+        queue_size=queue_size,
+    )

@@ -1,0 +1,362 @@
+"""Fault descriptions and scenarios for the simulator (design.md §4 fault catalogue).
+
+A :class:`Fault` is data: a ``kind`` (string, the public API), an offset
+``at_s`` in seconds from when its :class:`Scenario` is scheduled, and
+``params``. Unknown kinds or parameter names are rejected when the fault is
+built, so a typo in a scenario file fails loudly instead of being ignored.
+
+Kinds and parameters (defaults in brackets); what each does on the wire is
+documented in :mod:`gapless.sim.kraken`:
+
+==========================  ==========================================================
+``close``                   ``code`` [1000], ``reason`` [""]
+``abort``                   (none): TCP abort, no close frame
+``silent_stall``            ``duration_s`` [None = until the client closes]
+``data_stall``              ``duration_s`` [10.0], ``symbols`` [None = all]
+``maintenance``             ``duration_s`` [10.0], ``after_status`` ["online"],
+                            ``cancel_only_s`` [0.0]
+``status``                  ``system`` ["online"]: online|cancel_only|post_only|
+                            limit_only|maintenance
+``reject_subscriptions``    ``count`` [1], ``error`` ["EService:Unavailable"],
+                            ``symbol`` [None = any], ``then_close`` [True]
+``ban``                     ``duration_s`` [10.0], ``retry_after_s`` [None = remaining]
+``drop_update``             ``symbol`` [None = random]
+``corrupt_checksum``        ``symbol`` [None = random]
+``burst``                   ``duration_s`` [5.0], ``factor`` [10.0]
+``malformed``               ``variant`` ["invalid_json"]: invalid_json|wrong_types|
+                            huge|deep; ``size_bytes`` [10 MiB] (huge only)
+==========================  ==========================================================
+
+Scenario files are JSON: a list of objects with ``at`` (or ``at_s``), ``kind``
+and the parameters flattened next to them::
+
+    [{"at": 5.0, "kind": "abort"}, {"at": 9, "kind": "maintenance", "duration_s": 6}]
+
+:meth:`Scenario.chaos` generates a seeded random scenario: every fault gets a
+recovery allowance before the next one starts (a maintenance needs at least
+5 s after it ends, as protocols.md §1.2 tells clients to wait >= 5 s between
+attempts after maintenance; a ban needs its duration), and nothing happens in
+the last ``quiet_tail_s`` seconds so a client can converge before the checker
+compares final books.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_CHAOS_KINDS",
+    "FAULT_KINDS",
+    "MALFORMED_VARIANTS",
+    "SYSTEM_STATUSES",
+    "Fault",
+    "Scenario",
+]
+
+SYSTEM_STATUSES = ("online", "cancel_only", "post_only", "limit_only", "maintenance")
+"""protocols.md §1.4 ``system`` values (``limit_only`` is [UNCERTAIN] as a system value)."""
+
+MALFORMED_VARIANTS = ("invalid_json", "wrong_types", "huge", "deep")
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "close": {"code": 1000, "reason": ""},
+    "abort": {},
+    "silent_stall": {"duration_s": None},
+    "data_stall": {"duration_s": 10.0, "symbols": None},
+    "maintenance": {"duration_s": 10.0, "after_status": "online", "cancel_only_s": 0.0},
+    "status": {"system": "online"},
+    "reject_subscriptions": {
+        "count": 1,
+        "error": "EService:Unavailable",
+        "symbol": None,
+        "then_close": True,
+    },
+    "ban": {"duration_s": 10.0, "retry_after_s": None},
+    "drop_update": {"symbol": None},
+    "corrupt_checksum": {"symbol": None},
+    "burst": {"duration_s": 5.0, "factor": 10.0},
+    "malformed": {"variant": "invalid_json", "size_bytes": 10 * 1024 * 1024},
+}
+
+FAULT_KINDS: tuple[str, ...] = tuple(_DEFAULTS)
+
+DEFAULT_CHAOS_KINDS: tuple[str, ...] = FAULT_KINDS
+"""Every kind; chaos always gives ``silent_stall`` a duration."""
+
+
+def _num(v: Any, name: str, *, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: ``kind`` at offset ``at_s`` (seconds) with ``params``."""
+
+    kind: str
+    at_s: float = 0.0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in _DEFAULTS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        _num(self.at_s, "at_s")
+        unknown = set(self.params) - set(_DEFAULTS[self.kind])
+        if unknown:
+            raise ValueError(f"fault {self.kind!r}: unknown params {sorted(unknown)}")
+        p = self.resolved()
+        for name in ("duration_s", "cancel_only_s", "retry_after_s"):
+            if name in p:
+                _num(p[name], name, allow_none=True)
+        if self.kind in ("data_stall", "maintenance", "ban", "burst") and p["duration_s"] is None:
+            raise ValueError(f"fault {self.kind!r} needs duration_s")
+        if self.kind == "status" and p["system"] not in SYSTEM_STATUSES:
+            raise ValueError(f"status system must be one of {SYSTEM_STATUSES}")
+        if self.kind == "maintenance" and p["after_status"] not in SYSTEM_STATUSES:
+            raise ValueError(f"after_status must be one of {SYSTEM_STATUSES}")
+        if self.kind == "malformed" and p["variant"] not in MALFORMED_VARIANTS:
+            raise ValueError(f"malformed variant must be one of {MALFORMED_VARIANTS}")
+        if self.kind == "burst":
+            _num(p["factor"], "factor")
+            if p["factor"] <= 0:
+                raise ValueError("burst factor must be > 0")
+        if self.kind == "close" and not isinstance(p["code"], int):
+            raise ValueError("close code must be an int")
+        if self.kind == "reject_subscriptions" and (
+            not isinstance(p["count"], int) or p["count"] < 1
+        ):
+            raise ValueError("reject_subscriptions count must be an int >= 1")
+        if self.kind == "data_stall" and p["symbols"] is not None:
+            syms = p["symbols"]
+            if isinstance(syms, str) or not all(isinstance(s, str) for s in syms):
+                raise ValueError("data_stall symbols must be a list of strings")
+
+    @classmethod
+    def make(cls, kind: str, at_s: float = 0.0, **params: Any) -> Fault:
+        """``Fault.make("close", code=4000)`` == ``Fault("close", 0.0, {"code": 4000})``."""
+        return cls(kind, at_s, params)
+
+    def resolved(self) -> dict[str, Any]:
+        """Params with defaults filled in."""
+        p = dict(_DEFAULTS[self.kind])
+        p.update(self.params)
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scenario-file form: ``{"at": .., "kind": .., **params}``."""
+        return {"at": self.at_s, "kind": self.kind, **dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Fault:
+        d = dict(obj)
+        if "kind" not in d:
+            raise ValueError(f"fault entry without 'kind': {obj!r}")
+        kind = d.pop("kind")
+        at = d.pop("at", d.pop("at_s", 0.0))
+        params = d.pop("params", None)
+        if params is not None:
+            if not isinstance(params, Mapping):
+                raise ValueError("'params' must be an object")
+            d.update(params)
+        return cls(str(kind), float(at), d)
+
+
+class Scenario:
+    """An ordered list of faults (sorted by ``at_s``, stable)."""
+
+    __slots__ = ("faults",)
+
+    def __init__(self, faults: Iterable[Fault] = ()) -> None:
+        self.faults: tuple[Fault, ...] = tuple(sorted(faults, key=lambda f: f.at_s))
+
+    def __iter__(self) -> Iterator[Fault]:
+        return iter(self.faults)
+
+    def __len__(self) -> int:
+        return len(self.faults)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Scenario) and self.faults == other.faults
+
+    def __hash__(self) -> int:
+        return hash(self.faults)
+
+    def __repr__(self) -> str:
+        return f"Scenario({list(self.faults)!r})"
+
+    # -------------------------------------------------------------- JSON I/O
+
+    @classmethod
+    def from_json(cls, text: str) -> Scenario:
+        """Parse a scenario: a JSON list of fault objects, or ``{"faults": [...]}``."""
+        data = json.loads(text)
+        if isinstance(data, dict):
+            data = data.get("faults")
+        if not isinstance(data, list):
+            raise ValueError("a scenario is a JSON list of fault objects")
+        faults: list[Fault] = []
+        for item in data:
+            if not isinstance(item, dict):
+                raise ValueError(f"fault entry must be an object, got {item!r}")
+            faults.append(Fault.from_dict(item))
+        return cls(faults)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    def to_json(self) -> str:
+        return json.dumps([f.to_dict() for f in self.faults], indent=1)
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    # ----------------------------------------------------------------- chaos
+
+    @staticmethod
+    def recovery_s(fault: Fault) -> float:
+        """Seconds a client needs after ``fault`` starts before the next fault is fair."""
+        p = fault.resolved()
+        k = fault.kind
+        if k == "maintenance":
+            return 5.0 + p["duration_s"] + p["cancel_only_s"] + 3.0
+        if k == "ban":
+            return p["duration_s"] + 3.0
+        if k in ("silent_stall", "data_stall"):
+            return (p["duration_s"] or 10.0) + 4.0
+        if k == "burst":
+            return p["duration_s"] + 2.0
+        if k == "reject_subscriptions":
+            return 6.0
+        if k == "malformed":
+            return 4.0
+        return 3.0
+
+    @classmethod
+    def chaos(
+        cls,
+        duration_s: float,
+        seed: int,
+        min_faults: int = 12,
+        kinds: Sequence[str] = DEFAULT_CHAOS_KINDS,
+        *,
+        symbols: Sequence[str] | None = None,
+        start_s: float = 2.0,
+        quiet_tail_s: float = 8.0,
+        max_density: float = 0.6,
+    ) -> Scenario:
+        """A seeded random scenario over ``duration_s`` seconds.
+
+        At least ``min_faults`` faults (raises ``ValueError`` if they cannot fit),
+        every kind in ``kinds`` used once before any repeats, each fault followed
+        by its :meth:`recovery_s` before the next one, and every fault's
+        recovery over before the last ``quiet_tail_s`` seconds. More faults are
+        added while the recovery time stays below ``max_density`` of the window.
+        """
+        for k in kinds:
+            if k not in _DEFAULTS:
+                raise ValueError(f"unknown fault kind {k!r}")
+        if not kinds:
+            raise ValueError("kinds must not be empty")
+        rng = random.Random(f"gapless-chaos:{seed}")
+        window = duration_s - quiet_tail_s - start_s
+        groups: list[list[Fault]] = []
+        total = 0.0
+        bag: list[str] = []
+        while True:
+            if not bag:
+                bag = list(kinds)
+                rng.shuffle(bag)
+            kind = bag.pop()
+            group = cls._chaos_group(kind, rng, symbols)
+            need = sum(cls._group_span(group))
+            enough = len([f for g in groups for f in g]) >= min_faults
+            if enough and total + need > window * max_density:
+                break
+            if total + need > window:
+                if enough:
+                    break
+                raise ValueError(
+                    f"chaos: {min_faults} faults need more than {duration_s:.0f} s "
+                    f"(window {window:.0f} s after start and quiet tail); use a longer run"
+                )
+            groups.append(group)
+            total += need
+        slack = window - total
+        cuts = sorted(rng.uniform(0.0, slack) for _ in groups)
+        faults: list[Fault] = []
+        t = start_s
+        prev_cut = 0.0
+        for group, cut in zip(groups, cuts, strict=True):
+            t += cut - prev_cut
+            prev_cut = cut
+            offset = 0.0
+            for f, span in zip(group, cls._group_span(group), strict=True):
+                faults.append(Fault(f.kind, round(t + offset, 3), f.params))
+                offset += span
+            t += offset
+        return cls(faults)
+
+    @classmethod
+    def _group_span(cls, group: Sequence[Fault]) -> list[float]:
+        # a status change is followed 1.5 s later by its restore; the pair then recovers
+        spans = []
+        for i, f in enumerate(group):
+            spans.append(1.5 if i < len(group) - 1 else cls.recovery_s(f))
+        return spans
+
+    @staticmethod
+    def _chaos_group(
+        kind: str, rng: random.Random, symbols: Sequence[str] | None
+    ) -> list[Fault]:
+        def dur(lo: float, hi: float) -> float:
+            return round(rng.uniform(lo, hi), 2)
+
+        def one_symbol() -> str | None:
+            return rng.choice(list(symbols)) if symbols else None
+
+        if kind == "close":
+            return [Fault(kind, 0.0, {"code": rng.choice((1000, 1001, 1008, 1011))})]
+        if kind == "silent_stall":
+            return [Fault(kind, 0.0, {"duration_s": dur(3.0, 8.0)})]
+        if kind == "data_stall":
+            p: dict[str, Any] = {"duration_s": dur(2.0, 6.0)}
+            if symbols and rng.random() < 0.5:
+                p["symbols"] = [rng.choice(list(symbols))]
+            return [Fault(kind, 0.0, p)]
+        if kind == "maintenance":
+            return [
+                Fault(
+                    kind,
+                    0.0,
+                    {"duration_s": dur(2.0, 6.0), "cancel_only_s": rng.choice((0.0, 0.0, 2.0))},
+                )
+            ]
+        if kind == "status":
+            system = rng.choice(("cancel_only", "post_only", "limit_only"))
+            return [Fault(kind, 0.0, {"system": system}), Fault(kind, 0.0, {"system": "online"})]
+        if kind == "reject_subscriptions":
+            p = {"count": rng.randint(1, 2)}
+            sym = one_symbol()
+            if sym is not None:
+                p["symbol"] = sym
+            return [Fault(kind, 0.0, p)]
+        if kind == "ban":
+            d = dur(3.0, 8.0)
+            return [Fault(kind, 0.0, {"duration_s": d, "retry_after_s": math.ceil(d)})]
+        if kind in ("drop_update", "corrupt_checksum"):
+            sym = one_symbol()
+            return [Fault(kind, 0.0, {} if sym is None else {"symbol": sym})]
+        if kind == "burst":
+            return [Fault(kind, 0.0, {"duration_s": dur(2.0, 5.0), "factor": 10.0})]
+        if kind == "malformed":
+            return [Fault(kind, 0.0, {"variant": rng.choice(MALFORMED_VARIANTS)})]
+        return [Fault(kind, 0.0, {})]

@@ -1,0 +1,100 @@
+"""The seam between the venue-agnostic runtime and a venue (pure, no I/O).
+
+The runtime (``gapless.runtime``) owns sockets, clocks, backoff and
+watchdogs; it knows no venue by name. A venue adapter owns the protocol state
+of one logical connection: subscriptions, books, sequence checks and gap
+bookkeeping. The runtime calls it with what happened (``on_connected``,
+``on_frame``, ``on_disconnected``, ``on_timer``, ``on_overflow``) and the adapter
+answers with a :class:`Step`: events to deliver, frames to send, and requests
+to the runtime (reconnect, system status). Time always comes in as an argument
+(:class:`Now`), so adapters are deterministic and replayable.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gapless.events import Event
+
+__all__ = ["Now", "Phase", "Step", "StreamSpec", "VenueAdapter"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What a user asks for: ``kraken.book("BTC/USD", depth=10)`` builds one."""
+
+    venue: str
+    channel: str
+    symbol: str
+    depth: int | None = None
+
+    @property
+    def key(self) -> str:
+        if self.depth is None:
+            return f"{self.venue}:{self.channel}:{self.symbol}"
+        return f"{self.venue}:{self.channel}:{self.symbol}:{self.depth}"
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """``mono``: runtime clock seconds (event loop time); ``wall_ns``: local epoch ns."""
+
+    mono: float
+    wall_ns: int
+
+
+class Phase(enum.Enum):
+    """How far the adapter got on the current connection (drives the supervisor)."""
+
+    SUBSCRIBING = "subscribing"  # waiting for acks
+    SYNCING = "syncing"  # acks in, waiting for verified snapshots
+    LIVE = "live"  # every wanted stream is live (or permanently rejected)
+
+
+@dataclass(slots=True)
+class Step:
+    """What the adapter wants done. The runtime applies it in order:
+    deliver ``events``, send ``sends``, then act on ``reconnect``."""
+
+    events: list[Event] = field(default_factory=list)
+    sends: list[str] = field(default_factory=list)
+    reconnect: str | None = None
+    system_status: str | None = None
+
+    def extend(self, other: Step) -> None:
+        self.events.extend(other.events)
+        self.sends.extend(other.sends)
+        if other.reconnect and not self.reconnect:
+            self.reconnect = other.reconnect
+        if other.system_status:
+            self.system_status = other.system_status
+
+
+class VenueAdapter(Protocol):
+    """What the runtime needs from a venue (one instance per logical connection)."""
+
+    venue: str
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def phase(self) -> Phase: ...
+
+    def on_connected(self, conn: str, now: Now) -> Step: ...
+
+    def on_frame(self, data: str | bytes, now: Now) -> Step: ...
+
+    def on_disconnected(self, reason: str, now: Now) -> Step: ...
+
+    def on_timer(self, now: Now) -> Step: ...
+
+    def on_overflow(self, dropped: int, now: Now) -> Step: ...
+
+    def on_bad_transport_frame(self, reason: str, size: int, now: Now) -> Step: ...
+
+    def control(self, op: str, spec: StreamSpec, now: Now) -> Step: ...
+
+    def shutdown(self, now: Now) -> Step: ...
