@@ -149,7 +149,7 @@ class Feed:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        now = Now(asyncio.get_running_loop().time(), time.time_ns())
+        now = Now(asyncio.get_running_loop().time(), self.runtime.wall_clock())
         for adapter in self._adapters:
             self._leftover.extend(adapter.shutdown(now).events)
         if self.capture is not None:

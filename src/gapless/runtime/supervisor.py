@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from gapless.errors import GaplessError, HandshakeRejected, OutboxFull, TransportError
 from gapless.events import ConnectionState, Event, WatchdogFired
 from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
+from gapless.runtime.clock import WallClock, system_wall_clock
 from gapless.runtime.state import ConnState, StateMachine
 from gapless.runtime.transport import TransportOptions, WsConnection, open_connection
 from gapless.sinks.capture import CaptureWriter
@@ -60,6 +61,7 @@ class RuntimeOptions:
     give_up_after: int | None = None
     alert_after_attempts: int = 10
     outbox_size: int = 256
+    wall_clock: WallClock = system_wall_clock
 
 
 @dataclass(slots=True)
@@ -140,7 +142,7 @@ class Supervisor:
     # ------------------------------------------------------------------ helpers
     def _now(self) -> Now:
         assert self._loop is not None
-        return Now(self._loop.time(), time.time_ns())
+        return Now(self._loop.time(), self.options.wall_clock())
 
     @property
     def state(self) -> ConnState:
@@ -155,7 +157,7 @@ class Supervisor:
         await self._emit(
             ConnectionState(
                 venue=self.adapter.venue,
-                local_ts_ns=time.time_ns(),
+                local_ts_ns=self.options.wall_clock(),
                 conn=self.conn or self.name,
                 state=to.value,
                 previous=prev.value,
@@ -204,9 +206,9 @@ class Supervisor:
 
     async def _dial_once(self) -> float:
         """One dial and, if it connects, one session. Returns the next delay."""
-        await self._to(ConnState.CONNECTING, "dialing")
         self.stats.dials += 1
         self.conn = f"{self.name}.{self.stats.dials}"
+        await self._to(ConnState.CONNECTING, "dialing")
         url = self.adapter.url
         try:
             ws = await open_connection(url, self.options.transport)
@@ -334,12 +336,14 @@ class Supervisor:
             if not queue.empty():
                 item: str | bytes | _Overflow | _End | None = queue.get_nowait()
             else:
+                # never a sub-millisecond wait: clocks may be coarse (virtual time in tests)
+                wait = max(0.001, next_timer - loop.time())
                 try:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, next_timer - loop.time()))
+                    item = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
                     item = None
             now = self._now()
-            if now.mono >= next_timer:
+            if now.mono >= next_timer - 0.0005:
                 next_timer = now.mono + interval
                 await self._apply(ws, adapter.on_timer(now))
             if self.outbox:
@@ -381,7 +385,7 @@ class Supervisor:
                 ws.abort()
                 ev = WatchdogFired(
                     venue=self.adapter.venue,
-                    local_ts_ns=time.time_ns(),
+                    local_ts_ns=self.options.wall_clock(),
                     conn=self.conn,
                     kind="dead_peer",
                     silent_for_s=silent,

@@ -1,0 +1,388 @@
+"""The ``gapless`` command line.
+
+Commands:
+
+- ``gapless demo``   simulator + chaos + client + integrity report (the quick start)
+- ``gapless stream`` stream venue data (human-readable or ``--jsonl``), optional raw ``--capture``
+- ``gapless sim``    run the Kraken simulator with a scenario, for your own bots
+- ``gapless replay`` re-verify a raw capture offline
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from gapless.errors import ConfigError, GaplessError
+from gapless.events import (
+    BadFrame,
+    BookSnapshot,
+    BookUpdate,
+    ConnectionState,
+    Event,
+    Gap,
+    SubscriptionRejected,
+    Ticker,
+    Trade,
+    VenueStatus,
+    WatchdogFired,
+    event_to_dict,
+)
+from gapless.venues.base import StreamSpec
+
+app = typer.Typer(
+    name="gapless",
+    help="Real-time crypto-exchange data that survives every WebSocket failure "
+    "and never loses data silently.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def parse_spec(text: str) -> StreamSpec:
+    """``kraken:book:BTC/USD:10``, ``kraken:trade:BTC/USD``, ``kraken:ticker:ETH/USD``."""
+    from gapless.venues import kraken
+
+    parts = text.split(":")
+    if len(parts) < 3:
+        raise ConfigError(f"stream spec must look like venue:channel:SYMBOL[:depth], got {text!r}")
+    venue, channel, symbol = parts[0].lower(), parts[1].lower(), parts[2]
+    if venue != "kraken":
+        raise ConfigError(f"unsupported venue {venue!r} (supported: kraken)")
+    if channel == "book":
+        depth = int(parts[3]) if len(parts) > 3 else 10
+        return kraken.book(symbol, depth=depth)
+    if channel in ("trade", "trades"):
+        return kraken.trades(symbol)
+    if channel == "ticker":
+        return kraken.ticker(symbol)
+    raise ConfigError(f"unknown channel {channel!r} (book, trade, ticker)")
+
+
+# ---------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of simulated market.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Seed for the market and the chaos schedule.")] = 7,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the report as one JSON object on the last line.")
+    ] = False,
+    symbols: Annotated[
+        str, typer.Option(help="Comma-separated symbols.")
+    ] = "BTC/USD,ETH/USD,ALGO/USD",
+    depth: Annotated[int, typer.Option(help="Book depth (10, 25, 100, 500, 1000).")] = 10,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Fault scenario JSON file instead of random chaos.")
+    ] = None,
+    min_faults: Annotated[int, typer.Option(help="Faults in the random chaos schedule.")] = 12,
+    truth: Annotated[Path | None, typer.Option(help="Write the sim's ground truth here.")] = None,
+    capture: Annotated[
+        Path | None, typer.Option(help="Write the client's raw capture here.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level (stderr).")] = "WARNING",
+) -> None:
+    """Run the simulator with a chaos schedule and a client, then print the integrity report."""
+    from gapless.demo import run_demo
+    from gapless.sim import Scenario
+
+    _setup_logging(log_level)
+    sc = Scenario.load(scenario) if scenario else None
+    live: Live | None = None
+
+    def progress(p: dict[str, Any]) -> None:
+        if live is not None:
+            live.update(_progress_table(p))
+
+    async def main() -> Any:
+        return await run_demo(
+            duration,
+            seed,
+            symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),
+            depth=depth,
+            scenario=sc,
+            min_faults=min_faults,
+            truth_path=str(truth) if truth else None,
+            capture=str(capture) if capture else None,
+            progress=progress,
+        )
+
+    try:
+        if json_out:
+            result = asyncio.run(main())
+        else:
+            err.print(f"[bold]gapless demo[/]: {duration:g} s, seed {seed}, simulator on loopback")
+            with Live(_progress_table(None), console=err, refresh_per_second=4) as lv:
+                live = lv
+                result = asyncio.run(main())
+    except GaplessError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    summary = result.summary
+    if json_out:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        _print_report(summary)
+    ok = summary["lost"] == 0 and summary["duplicated"] == 0 and summary["unexpected"] == 0
+    raise typer.Exit(0 if ok and summary["books_equal"] else 1)
+
+
+def _progress_table(p: dict[str, Any] | None) -> Table:
+    t = Table(title="gapless demo (live)", expand=False)
+    for col in ("connection", "state", "frames in", "reconnects", "bad frames"):
+        t.add_column(col)
+    if p is None:
+        t.caption = "starting..."
+        return t
+    for name, s in p["connections"].items():
+        t.add_row(name, s["state"], str(s["frames_in"]), str(s["reconnects"]), str(s["bad_frames"]))
+    t.caption = (
+        f"{p['elapsed']:.0f} s  events {p['events']}  gaps {p['gaps']}  "
+        f"faults injected {p['faults']}"
+    )
+    return t
+
+
+def _print_report(s: dict[str, Any]) -> None:
+    t = Table(title="integrity report")
+    t.add_column("check")
+    t.add_column("value", justify="right")
+    for key in (
+        "published",
+        "delivered",
+        "delivered_once",
+        "in_declared_gaps",
+        "lost",
+        "duplicated",
+        "unexpected",
+        "gaps",
+        "reconnects",
+        "checksum_ok",
+        "checksum_mismatch",
+        "faults",
+        "books_equal",
+        "every_fault_recovered",
+    ):
+        t.add_row(key, str(s.get(key)))
+    out.print(t)
+    out.print("fault kinds:", s.get("fault_kinds"))
+    verdict = s["lost"] == 0 and s["duplicated"] == 0 and s["unexpected"] == 0 and s["books_equal"]
+    out.print("[green]PASS[/]: no silent gaps" if verdict else "[red]FAIL[/]")
+
+
+# ---------------------------------------------------------------------------- stream
+@app.command()
+def stream(
+    specs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Streams: kraken:book:BTC/USD:10, kraken:trade:BTC/USD, kraken:ticker:BTC/USD"
+        ),
+    ],
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="Endpoint override, venue=URL (e.g. kraken=ws://127.0.0.1:8765/v2)."),
+    ] = None,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON event per line.")] = False,
+    capture: Annotated[
+        Path | None, typer.Option(help="Record every raw frame (JSON Lines).")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level (stderr).")] = "WARNING",
+) -> None:
+    """Stream market data; every connection change and gap is printed too."""
+    import gapless
+
+    _setup_logging(log_level)
+    try:
+        parsed = [parse_spec(s) for s in specs]
+        urls = {}
+        for u in url or []:
+            venue, sep, target = u.partition("=")
+            if not sep:
+                raise ConfigError(f"--url takes venue=URL, got {u!r}")
+            urls[venue.strip().lower()] = target.strip()
+    except (ConfigError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+    async def main() -> None:
+        async with gapless.connect(
+            *parsed, urls=urls, capture=str(capture) if capture else None
+        ) as feed:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal.SIGINT, stop.set)
+                loop.add_signal_handler(signal.SIGTERM, stop.set)
+            if duration is not None:
+                loop.call_later(duration, stop.set)
+
+            async def pump() -> None:
+                async for ev in feed:
+                    _print_event(ev, jsonl)
+
+            task = asyncio.create_task(pump())
+            await stop.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await feed.aclose()
+            for ev in feed.drain():
+                _print_event(ev, jsonl)
+
+    try:
+        asyncio.run(main())
+    except GaplessError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _print_event(ev: Event, jsonl: bool) -> None:
+    if jsonl:
+        sys.stdout.write(json.dumps(event_to_dict(ev)) + "\n")
+        return
+    if isinstance(ev, BookUpdate | BookSnapshot):
+        bb, ba = ev.best_bid, ev.best_ask
+        kind = "snapshot" if isinstance(ev, BookSnapshot) else "book"
+        out.print(
+            f"{kind:8} {ev.symbol:10} bid {bb.price if bb else '-'} x {bb.qty if bb else '-'}"
+            f"  ask {ba.price if ba else '-'} x {ba.qty if ba else '-'}"
+        )
+    elif isinstance(ev, Trade):
+        out.print(f"trade    {ev.symbol:10} {ev.side:4} {ev.qty} @ {ev.price}  id {ev.trade_id}")
+    elif isinstance(ev, Ticker):
+        out.print(f"ticker   {ev.symbol:10} last {ev.last} bid {ev.bid} ask {ev.ask}")
+    elif isinstance(ev, Gap):
+        out.print(f"[yellow]GAP[/]      {ev.stream} cause={ev.cause.value} {ev.detail}")
+    elif isinstance(ev, ConnectionState):
+        out.print(f"[cyan]conn[/]     {ev.conn} {ev.previous} -> {ev.state}: {ev.reason}")
+    elif isinstance(ev, VenueStatus | SubscriptionRejected | BadFrame | WatchdogFired):
+        out.print(f"[magenta]{type(ev).__name__}[/] {event_to_dict(ev)}")
+
+
+# ---------------------------------------------------------------------------- sim
+@app.command()
+def sim(
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8765,
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="Market seed.")] = 7,
+    symbols: Annotated[
+        str, typer.Option(help="Comma-separated pairs.")
+    ] = "BTC/USD,ETH/USD,ALGO/USD",
+    scenario: Annotated[Path | None, typer.Option(help="Fault scenario JSON file.")] = None,
+    chaos: Annotated[
+        float | None, typer.Option(help="Random chaos over this many seconds.")
+    ] = None,
+    truth: Annotated[Path | None, typer.Option(help="Write the ground truth (JSON Lines).")] = None,
+    tick_rate: Annotated[float, typer.Option(help="Market ticks per second per symbol.")] = 50.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+) -> None:
+    """Run the Kraken v2 simulator (ws://HOST:PORT/v2) with optional scheduled faults."""
+    from gapless.sim import KrakenSim, Scenario, SimConfig
+
+    async def main() -> None:
+        cfg = SimConfig(
+            seed=seed,
+            symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),
+            tick_rate_hz=tick_rate,
+            host=host,
+            port=port,
+            truth_path=str(truth) if truth else None,
+        )
+        async with KrakenSim(cfg) as s:
+            err.print(f"kraken simulator listening on [bold]{s.url}[/]")
+            if scenario is not None:
+                s.schedule(Scenario.load(scenario))
+            elif chaos is not None:
+                s.schedule(Scenario.chaos(chaos, seed))
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal.SIGINT, stop.set)
+                loop.add_signal_handler(signal.SIGTERM, stop.set)
+            if duration is not None:
+                loop.call_later(duration, stop.set)
+            await stop.wait()
+            await s.quiesce()
+
+    try:
+        asyncio.run(main())
+    except (GaplessError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+# ---------------------------------------------------------------------------- replay
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="A capture written by --capture.")],
+    summary_json: Annotated[
+        bool,
+        typer.Option(
+            "--summary-json", help="Print the summary as one JSON object on the last line."
+        ),
+    ] = False,
+    events: Annotated[bool, typer.Option("--events", help="Print every re-derived event.")] = False,
+) -> None:
+    """Re-run decoding, book building and checksum verification on a capture, offline."""
+    from gapless.replay import replay as run_replay
+
+    if not file.exists():
+        err.print(f"[red]error:[/] no such file: {file}")
+        raise typer.Exit(2)
+    result = run_replay(file)
+    if events:
+        for ev in result.events:
+            _print_event(ev, jsonl=True)
+    summary = result.summary()
+    if summary_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    t = Table(title=f"replay of {file}")
+    t.add_column("book")
+    for col in ("checksum ok", "mismatch", "gaps", "best bid", "best ask"):
+        t.add_column(col, justify="right")
+    for name, b in summary["books"].items():
+        t.add_row(
+            name,
+            str(b["checksum_ok"]),
+            str(b["checksum_mismatch"]),
+            str(b["gaps"]),
+            str(b["best_bid"]),
+            str(b["best_ask"]),
+        )
+    out.print(t)
+    out.print(
+        f"frames {summary['frames']}  events {summary['events']}  gaps {summary['gaps']}  "
+        f"bad frames {summary['bad_frames']}"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
