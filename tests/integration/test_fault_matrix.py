@@ -90,7 +90,8 @@ def _expect_maintenance(r: DemoResult) -> None:
     m_at = next(i for i, e in enumerate(states) if e.state == "MAINTENANCE")
     back_live = next(i for i, e in enumerate(states) if i > m_at and e.state == "LIVE")
     waits = [e for e in states[m_at:back_live] if e.delay_s is not None]
-    assert waits and all(e.delay_s is not None and e.delay_s >= 5.0 for e in waits), waits
+    assert waits
+    assert all(e.delay_s is not None and e.delay_s >= 5.0 for e in waits), waits
     dials = [e.local_ts_ns for e in states[m_at : back_live + 1] if e.state == "CONNECTING"]
     spacing = [b - a for a, b in zip([states[m_at].local_ts_ns, *dials], dials, strict=False)]
     assert all(g >= 4.99e9 for g in spacing), spacing
@@ -103,13 +104,15 @@ def _expect_status(r: DemoResult) -> None:
 
 def _expect_rejection(r: DemoResult) -> None:
     rej = _of(r.events, SubscriptionRejected)
-    assert rej and all(x.retry_in_s is not None for x in rej)
+    assert rej
+    assert all(x.retry_in_s is not None for x in rej)
     assert any("EService:Unavailable" in x.error for x in rej)
 
 
 def _expect_ban(r: DemoResult) -> None:
     opened = [e for e in _of(r.events, ConnectionState) if e.state == "CIRCUIT_OPEN"]
-    assert opened and all((e.delay_s or 0) >= 2.0 for e in opened)
+    assert opened
+    assert all((e.delay_s or 0) >= 2.0 for e in opened)
     assert not [t for t in r.truth if t.get("k") == "violation"], "client tripped the ban itself"
 
 

@@ -226,14 +226,15 @@ class Scenario:
         """Seconds a client needs after ``fault`` starts before the next fault is fair."""
         p = fault.resolved()
         k = fault.kind
+        d = float(p.get("duration_s") or 10.0)
         if k == "maintenance":
-            return 5.0 + p["duration_s"] + p["cancel_only_s"] + 3.0
+            return 5.0 + d + float(p["cancel_only_s"]) + 3.0
         if k == "ban":
-            return p["duration_s"] + 3.0
+            return d + 3.0
         if k in ("silent_stall", "data_stall"):
-            return (p["duration_s"] or 10.0) + 4.0
+            return d + 4.0
         if k == "burst":
-            return p["duration_s"] + 2.0
+            return d + 2.0
         if k == "reject_subscriptions":
             return 6.0
         if k == "malformed":

@@ -52,8 +52,8 @@ Side = Literal["buy", "sell"]
 class PairSpec:
     """One tradable pair as the ``instrument`` channel describes it (protocols.md §1.9).
 
-    ``base_price`` is decimal text; it must be at least ~5000 ticks so that a full
-    1200-level bid side fits above zero.
+    ``base_price`` is decimal text; it must be at least 3 ticks per book level
+    (3600 ticks for 1200 levels) so that a full bid side fits above zero.
     """
 
     symbol: str
@@ -186,6 +186,7 @@ class SymbolMarket:
         *,
         levels: int = 1200,
         min_levels: int = 1100,
+        max_spread: int = 3,
         first_trade_id: int | None = None,
     ) -> None:
         if min_levels > levels:
@@ -194,6 +195,7 @@ class SymbolMarket:
         self.rng = rng
         self.levels = levels
         self.min_levels = min_levels
+        self.max_spread = max_spread
         self.pp = pair.price_precision
         self.qp = pair.qty_precision
         self.bids = BookSide(True)
@@ -202,7 +204,7 @@ class SymbolMarket:
             1_000_000, 90_000_000
         )
         base = parse_fixed(pair.base_price, self.pp)
-        if base < 5 * levels:
+        if base < 3 * levels:
             raise ValueError(
                 f"{pair.symbol}: base_price {pair.base_price} is too close to zero for "
                 f"{levels} levels at price_precision {self.pp}"
@@ -257,10 +259,17 @@ class SymbolMarket:
     # --------------------------------------------------------------------- tick
 
     def tick(self) -> MarketChange:
-        """Apply one random market change and return what it touched."""
+        """Apply one random market change and return what it touched.
+
+        A small feedback loop keeps the top of the book realistic over long
+        runs: a wide spread is closed by inserts, and deletions near the top are
+        turned into inserts while the top 30 ticks hold too few levels.
+        """
         ch = MarketChange()
         r = self.rng.random()
-        if r < 0.42:
+        if self.asks.best() - self.bids.best() > self.max_spread and r < 0.5:
+            self._op_add_inside_spread(ch)
+        elif r < 0.30:
             self._op_change_qty(ch)
         elif r < 0.62:
             self._op_add(ch)
@@ -274,6 +283,15 @@ class SymbolMarket:
 
     def _pick_side(self) -> BookSide:
         return self.bids if self.rng.random() < 0.5 else self.asks
+
+    def _reverting_side(self) -> BookSide:
+        """The side whose improvement pulls the mid back towards the base price."""
+        mid = (self.bids.best() + self.asks.best()) / 2
+        p_bid = min(0.8, max(0.2, 0.5 - 5.0 * (mid - self._base) / self._base))
+        return self.bids if self.rng.random() < p_bid else self.asks
+
+    def _near_top_count(self, side: BookSide, ticks: int) -> int:
+        return bisect.bisect_left(side.keys, side.keys[0] + ticks)
 
     def _op_change_qty(self, ch: MarketChange) -> None:
         side = self._pick_side()
@@ -290,28 +308,38 @@ class SymbolMarket:
         side.set(price, new)
         ch.touch(side, price, old)
 
-    def _op_add(self, ch: MarketChange) -> None:
-        side = self._pick_side()
-        best_bid, best_ask = self.bids.best(), self.asks.best()
-        gap = best_ask - best_bid
-        if gap > 1 and self.rng.random() < 0.35:
-            off = self.rng.randint(1, gap - 1)
-            price = best_bid + off if side.is_bid else best_ask - off
-        else:
-            dist = self._geometric(0.08, 200)
-            price = best_bid - dist if side.is_bid else best_ask + dist
-        if price <= 0:
+    def _op_add_inside_spread(self, ch: MarketChange) -> None:
+        side = self._reverting_side()
+        gap = self.asks.best() - self.bids.best()
+        if gap <= 1:
+            self._op_add(ch)
             return
-        old = side.qty.get(price)
-        new = self.random_qty()
-        if old == new:
-            new += self._qty_min
-        side.set(price, new)
-        ch.touch(side, price, old)
+        off = self.rng.randint(1, min(gap - 1, 3))
+        price = self.bids.best() + off if side.is_bid else self.asks.best() - off
+        side.set(price, self.random_qty())
+        ch.touch(side, price, None)
+
+    def _op_add(self, ch: MarketChange) -> None:
+        """Insert a new level near the top (inside the spread sometimes)."""
+        if self.asks.best() - self.bids.best() > 1 and self.rng.random() < 0.2:
+            self._op_add_inside_spread(ch)
+            return
+        side = self._pick_side()
+        step = -1 if side.is_bid else 1
+        price = side.best() + step * (1 + self._geometric(0.12, 200))
+        for _ in range(100):
+            if price not in side:
+                break
+            price += step
+        if price <= 0 or price in side:
+            return
+        side.set(price, self.random_qty())
+        ch.touch(side, price, None)
 
     def _op_delete(self, ch: MarketChange) -> None:
         side = self._pick_side()
-        if len(side) <= 2:
+        if len(side) <= 2 or self._near_top_count(side, 30) < 12:
+            self._op_add(ch)
             return
         idx = self._geometric(0.15, len(side) - 1)
         price = side.price_at(idx)
@@ -319,7 +347,8 @@ class SymbolMarket:
         ch.touch(side, price, old)
 
     def _op_trade(self, ch: MarketChange) -> None:
-        taker: Side = "buy" if self.rng.random() < 0.5 else "sell"
+        # a taker eating asks lifts the mid: buy more often when the mid is low
+        taker: Side = "buy" if self._reverting_side() is self.bids else "sell"
         side = self.asks if taker == "buy" else self.bids
         n = self.rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0]
         ord_type: Literal["market", "limit"] = "market" if self.rng.random() < 0.7 else "limit"
@@ -339,6 +368,11 @@ class SymbolMarket:
             ch.fills.append(Fill(taker, price, eaten, ord_type))
 
     def _refill(self, ch: MarketChange, side: BookSide) -> None:
+        """Keep a side between ``min_levels`` and ``levels * 1.25`` by working its deep end."""
+        if len(side) > self.levels + self.levels // 4:
+            price = side.worst()
+            ch.touch(side, price, side.remove(price))
+            return
         if len(side) >= self.min_levels + (self.levels - self.min_levels) // 2:
             return
         step = -1 if side.is_bid else 1

@@ -24,7 +24,7 @@ __all__ = ["fmt_fixed", "parse_fixed", "rfc3339_us", "scale"]
 
 def scale(prec: int) -> int:
     """``10 ** prec``: the number of integer units in 1.0 at precision ``prec``."""
-    return 10**prec
+    return int(10**prec)
 
 
 def fmt_fixed(value: int, prec: int) -> str:

@@ -58,14 +58,31 @@ def parse_fixed(value: object, precision: int) -> int:
 
 
 def _decimal_to_fixed(dec: Decimal, precision: int, text: str) -> int:
+    # Integer arithmetic on (sign, digits, exponent), never the decimal context:
+    # ``Decimal.scaleb`` rounds under the default context, so a huge exponent
+    # raised ``decimal.Overflow`` (not a DecodeError) and a tiny one such as
+    # ``1e-999999999`` underflowed to 0 and was accepted as a delete.
     if not dec.is_finite():
         raise DecodeError(f"not a finite number: {text!r}")
-    scaled = dec.scaleb(precision)
-    if scaled != scaled.to_integral_value():
-        raise DecodeError(f"{text!r} has more than {precision} decimals")
-    if abs(scaled) >= _POW10[_MAX_DIGITS - 1]:
+    sign, digits, exp = dec.as_tuple()
+    assert isinstance(exp, int)  # finite
+    coeff = int("".join(map(str, digits)))  # at most _MAX_DIGITS digits (text length)
+    if coeff == 0:
+        return 0
+    shift = exp + precision
+    if shift >= 0:
+        if shift >= _MAX_DIGITS:
+            raise DecodeError("number out of range")
+        scaled = coeff * _POW10[shift]
+    else:
+        if -shift > len(digits):
+            raise DecodeError(f"{text!r} has more than {precision} decimals")
+        scaled, rest = divmod(coeff, _POW10[-shift])
+        if rest:
+            raise DecodeError(f"{text!r} has more than {precision} decimals")
+    if scaled >= _POW10[_MAX_DIGITS - 1]:
         raise DecodeError("number out of range")
-    return int(scaled)
+    return -scaled if sign else scaled
 
 
 def parse_decimal(value: object) -> Decimal:
