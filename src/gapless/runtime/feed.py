@@ -14,7 +14,6 @@ readable with :meth:`Feed.drain`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from gapless.errors import ConfigError, FeedClosed
 from gapless.events import Event
 from gapless.runtime.backoff import TokenBucket
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
+from gapless.secrets import Credentials
 from gapless.sinks.capture import CaptureWriter
 from gapless.venues.base import Now, StreamSpec
 from gapless.venues.kraken.adapter import KrakenAdapter, KrakenOptions
@@ -62,6 +62,7 @@ class Feed:
         capture: str | None = None,
         queue_size: int = 10_000,
         limits: Mapping[str, VenueLimits] | None = None,
+        credentials: Mapping[str, Credentials] | None = None,
     ) -> None:
         if not specs:
             raise ConfigError("connect() needs at least one stream")
@@ -93,6 +94,21 @@ class Feed:
                 self._adapters.append(target)
             target.add(spec)
         self.capture = CaptureWriter(capture) if capture else None
+        # Public data needs no credentials; if the environment provides some they are
+        # held as Secrets (never printed) and registered for redaction in captures.
+        self.credentials: dict[str, Credentials] = dict(credentials or {})
+        for adapter in self._adapters:
+            if adapter.venue not in self.credentials:
+                found = Credentials.from_env(adapter.venue)
+                if found is not None:
+                    self.credentials[adapter.venue] = found
+        for creds in self.credentials.values():
+            log.debug(
+                "credentials for %s: key=%s secret=%s", creds.venue, creds.api_key, creds.api_secret
+            )
+            if self.capture is not None:
+                for value in creds.secrets():
+                    self.capture.redact(value)
         self.supervisors: list[Supervisor] = []
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,9 +161,9 @@ class Feed:
         self._closed = True
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._tasks:
+            # failures stay in the tasks: the TaskGroup re-raises them from __aexit__
+            await asyncio.wait(self._tasks)
         now = Now(asyncio.get_running_loop().time(), self.runtime.wall_clock())
         for adapter in self._adapters:
             self._leftover.extend(adapter.shutdown(now).events)
@@ -258,6 +274,7 @@ def connect(
     kraken: KrakenOptions | None = None,
     capture: str | None = None,
     queue_size: int = 10_000,
+    credentials: Mapping[str, Credentials] | None = None,
 ) -> Feed:
     """Open a feed over the given streams; use as ``async with connect(...) as feed``."""
     return Feed(
@@ -267,4 +284,5 @@ def connect(
         kraken=kraken,
         capture=capture,
         queue_size=queue_size,
+        credentials=credentials,
     )

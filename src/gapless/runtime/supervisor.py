@@ -345,7 +345,8 @@ class Supervisor:
             now = self._now()
             if now.mono >= next_timer - 0.0005:
                 next_timer = now.mono + interval
-                await self._apply(ws, adapter.on_timer(now))
+                timer_now = Now(now.mono, now.wall_ns, queue.qsize() + (item is not None))
+                await self._apply(ws, adapter.on_timer(timer_now))
             if self.outbox:
                 await self._apply(ws, self._drain_outbox(now))
             if item is None:

@@ -39,10 +39,14 @@ class StreamSpec:
 
 @dataclass(frozen=True, slots=True)
 class Now:
-    """``mono``: runtime clock seconds (event loop time); ``wall_ns``: local epoch ns."""
+    """``mono``: runtime clock seconds (event loop time); ``wall_ns``: local epoch ns;
+    ``backlog``: frames received but not processed yet. Deadlines about what the
+    venue sent (acks, snapshots, pongs, staleness) are only judged when the
+    backlog is empty: the answer may be waiting in the queue."""
 
     mono: float
     wall_ns: int
+    backlog: int = 0
 
 
 class Phase(enum.Enum):

@@ -454,8 +454,9 @@ class KrakenAdapter:
         if not self.connected:
             return out
         opts = self.options
+        judge = now.backlog == 0  # the awaited frame may still be queued
         # keepalive (§1.3)
-        if self._ping_outstanding is not None:
+        if self._ping_outstanding is not None and judge:
             req, sent = self._ping_outstanding
             if now.mono - sent > opts.pong_timeout_s:
                 out.events.append(
@@ -469,7 +470,10 @@ class KrakenAdapter:
                 )
                 out.reconnect = f"no pong within {opts.pong_timeout_s:g} s"
                 return out
-        elif now.mono - self._last_ping_mono >= opts.ping_interval_s:
+        elif (
+            self._ping_outstanding is None
+            and now.mono - self._last_ping_mono >= opts.ping_interval_s
+        ):
             req = self._req()
             self._ping_outstanding = (req, now.mono)
             self._last_ping_mono = now.mono
@@ -477,7 +481,8 @@ class KrakenAdapter:
                 out.sends.append(p.encode_ping(req))
         # instrument deadline
         if (
-            self._book_by_symbol
+            judge
+            and self._book_by_symbol
             and not self._instrument_ready
             and now.mono - self._instrument_sent_mono > opts.subscribe_ack_timeout_s
         ):
@@ -487,7 +492,7 @@ class KrakenAdapter:
         for st in self._streams.values():
             state = st.state
             if state is _St.PENDING or state is _St.SYNCING:
-                if now.mono - st.sent_mono > opts.subscribe_ack_timeout_s:
+                if judge and now.mono - st.sent_mono > opts.subscribe_ack_timeout_s:
                     what = "acknowledgement" if state is _St.PENDING else "snapshot"
                     out.events.append(
                         SubscriptionRejected(
@@ -504,7 +509,7 @@ class KrakenAdapter:
                 stale = (
                     opts.book_stale_after_s if st.channel == "book" else opts.trade_stale_after_s
                 )
-                if stale is not None and now.mono - st.last_data_mono > stale:
+                if judge and stale is not None and now.mono - st.last_data_mono > stale:
                     out.events.append(
                         WatchdogFired(
                             venue=VENUE,
