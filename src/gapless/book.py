@@ -29,7 +29,7 @@ from gapless.events import Level
 
 __all__ = ["Book", "BookView", "fixed_to_decimal", "fixed_to_str"]
 
-_CHECKSUM_LEVELS = 11
+_CHECKSUM_LEVELS = 10
 
 
 def fixed_to_decimal(value: int, precision: int) -> Decimal:
