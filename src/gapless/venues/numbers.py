@@ -31,6 +31,9 @@ def parse_fixed(value: object, precision: int) -> int:
             raise DecodeError(f"number too long: {text[:40]!r}")
         dot = text.find(".")
         if dot >= 0 and "e" not in text and "E" not in text:
+            digits = text[1:] if text[:1] == "-" else text
+            if not (digits.isascii() and digits.replace(".", "", 1).isdigit()):
+                raise DecodeError(f"not a plain decimal number: {text!r}")
             frac = text[dot + 1 :]
             n = len(frac)
             if n <= precision:

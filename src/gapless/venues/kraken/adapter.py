@@ -185,6 +185,7 @@ class KrakenAdapter:
         self._ping_outstanding: tuple[int, float] | None = None
         self.bad_frames = 0
         self.frames = 0
+        self._shut = False
 
     # ------------------------------------------------------------------ registry
     @property
@@ -375,6 +376,9 @@ class KrakenAdapter:
     def shutdown(self, now: Now) -> Step:
         """Feed is closing: open gaps are reported with no end."""
         out = Step()
+        if self._shut:
+            return out
+        self._shut = True
         for st in self._streams.values():
             if st.state not in (_St.LIVE, _St.REJECTED, _St.IDLE) or not self.connected:
                 self._open_gap(st, GapCause.SHUTDOWN, "feed closed before resync")
@@ -488,6 +492,10 @@ class KrakenAdapter:
         ):
             out.reconnect = "no instrument snapshot within deadline"
             return out
+        for req in [
+            r for r, g in self._pending.items() if all(s.state is not _St.PENDING for s in g)
+        ]:
+            del self._pending[req]
         retry_now: list[_Stream] = []
         for st in self._streams.values():
             state = st.state
@@ -726,6 +734,13 @@ class KrakenAdapter:
             return
         # refusal
         candidates = self._pending.get(ack.req_id, []) if ack.req_id is not None else []
+        if ack.req_id is None and ack.symbol is None:
+            # e.g. {"error":"Subscription depth not supported",...} without req_id (§1.5):
+            # it can only concern what is still waiting for an answer.
+            pending = [s for s in self._streams.values() if s.state is _St.PENDING]
+            if "depth" in (ack.error or ""):
+                pending = [s for s in pending if s.channel == "book"]
+            candidates = pending
         if ack.symbol is not None:
             candidates = [s for s in candidates if s.symbol == ack.symbol] or [
                 s
@@ -791,12 +806,14 @@ class KrakenAdapter:
     def _apply_snapshot(
         self, st: _Stream, book: Book, entry: p.BookEntry, now: Now, out: Step
     ) -> None:
+        if entry.checksum is None:  # v2 always sends one (§1.7): never expose unverified
+            raise DecodeError(f"{entry.symbol}: book snapshot without checksum")
         bids = self._fixed_levels(book, entry.bids)
         asks = self._fixed_levels(book, entry.asks)
         book.reset()
         book.apply(bids, asks)
         st.last_data_mono = now.mono
-        if entry.checksum is not None and book.checksum() != entry.checksum:
+        if book.checksum() != entry.checksum:
             st.counters.checksum_mismatch += 1
             self._resync(
                 st,
@@ -831,24 +848,25 @@ class KrakenAdapter:
     def _apply_update(
         self, st: _Stream, book: Book, entry: p.BookEntry, now: Now, out: Step
     ) -> None:
+        if entry.checksum is None:  # v2 always sends one (§1.7): never expose unverified
+            raise DecodeError(f"{entry.symbol}: book update without checksum")
         bids = self._fixed_levels(book, entry.bids)
         asks = self._fixed_levels(book, entry.asks)
         book.apply(bids, asks)
         st.last_data_mono = now.mono
-        if entry.checksum is not None:
-            local = book.checksum()
-            if local != entry.checksum:
-                st.counters.checksum_mismatch += 1
-                book.valid = False
-                self._resync(
-                    st,
-                    GapCause.CHECKSUM_MISMATCH,
-                    f"update checksum {entry.checksum} != local {local}",
-                    now,
-                    out,
-                )
-                return
-            st.counters.checksum_ok += 1
+        local = book.checksum()
+        if local != entry.checksum:
+            st.counters.checksum_mismatch += 1
+            book.valid = False
+            self._resync(
+                st,
+                GapCause.CHECKSUM_MISMATCH,
+                f"update checksum {entry.checksum} != local {local}",
+                now,
+                out,
+            )
+            return
+        st.counters.checksum_ok += 1
         book.last_ts_ns = entry.ts_ns
         st.last_ts_ns = entry.ts_ns
         st.counters.delivered += 1
