@@ -73,7 +73,8 @@ def _expect_silent_stall(r: DemoResult) -> None:
     fired = [w for w in _of(r.events, WatchdogFired) if w.kind == "dead_peer"]
     assert fired, "dead-peer watchdog never fired"
     assert all(w.silent_for_s >= 3.0 for w in fired)
-    assert GapCause.DISCONNECT in _gap_causes(r.events)
+    # the staleness watchdog (same 3 s in the demo settings) may name the gap first
+    assert _gap_causes(r.events) & {GapCause.DISCONNECT, GapCause.STALE}
 
 
 def _expect_data_stall(r: DemoResult) -> None:

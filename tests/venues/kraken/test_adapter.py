@@ -501,16 +501,22 @@ def test_disconnect_then_reconnect_closes_gaps_at_resync_points() -> None:
     assert h.a.conn == "c2"
     reqs = subs(s)
     assert [r["params"]["channel"] for r in reqs] == ["instrument", "trade"]
+    assert reqs[1]["params"]["snapshot"] is True  # re-subscription heals from the last 50
+    t14, t15 = h.ts(), h.ts()
     t_ack = h.ts()
     ev = h.feed(ack("trade", MATIC, reqs[1]["req_id"], t_ack)).events
-    assert [type(e) for e in ev] == [Subscribed, Gap]
-    gap = ev[1]
+    assert [type(e) for e in ev] == [Subscribed]
+    snap = trade_frame(MATIC, [(15, t15, "1.0004", "1"), (14, t14, "1.0003", "1")], typ="snapshot")
+    ev = h.feed(snap).events
+    assert [type(e) for e in ev] == [Gap, Trade, Trade]
+    gap = ev[0]
     assert isinstance(gap, Gap)
     assert gap.stream == "kraken:trade:MATIC/USD"
     assert gap.cause is GapCause.DISCONNECT
-    assert (gap.start_ts_ns, gap.end_ts_ns) == (t2, t_ack)
-    assert gap.first_seq == 12
+    assert (gap.start_ts_ns, gap.end_ts_ns) == (t2, t14)  # up to the oldest snapshot trade
+    assert (gap.first_seq, gap.last_seq) == (12, 13)  # exactly the ids the snapshot lacks
     assert gap.detail == "abrupt close"
+    assert [e.trade_id for e in of(ev, Trade)] == [14, 15]  # backfilled in id order
 
     s2 = h.feed(instrument_snapshot(PAIRS))
     h.ack_all(s2)
@@ -526,8 +532,8 @@ def test_disconnect_then_reconnect_closes_gaps_at_resync_points() -> None:
     assert b.valid
     assert b.checksum() == vb.checksum()
     # a later trade with a fresh id flows; one with an old id is a duplicate
-    ev = h.feed(trade_frame(MATIC, [(11, h.ts(), "1", "1"), (12, h.ts(), "1", "1")])).events
-    assert [e.trade_id for e in of(ev, Trade)] == [12]
+    ev = h.feed(trade_frame(MATIC, [(15, h.ts(), "1", "1"), (16, h.ts(), "1", "1")])).events
+    assert [e.trade_id for e in of(ev, Trade)] == [16]
 
 
 def test_disconnect_before_anything_was_delivered_reports_no_gap() -> None:
@@ -547,9 +553,12 @@ def test_subscribed_but_silent_stream_gap_starts_at_ack() -> None:
     h.disconnect()
     s = h.connect("c2")
     ev = h.ack_all(s).events
+    assert of(ev, Gap) == []  # waits for the healing snapshot
+    ev = h.feed(trade_frame(MATIC, [], typ="snapshot")).events  # no trades to heal from
     (gap,) = of(ev, Gap)
     assert gap.start_ts_ns == t_ack
     assert gap.first_seq is None
+    assert h.a.stream_state("kraken:trade:MATIC/USD") == "live"
 
 
 # ------------------------------------------------------------------ rejections
@@ -633,11 +642,84 @@ def test_retryable_rejection_of_a_previously_live_stream_opens_a_gap() -> None:
     h.feed(ack_error("Already subscribed", req["req_id"], h.ts(), symbol=BTC))
     h.at(2.0)
     again = subs(h.timer())
-    t_ack = h.ts()
-    ev = h.feed(ack("trade", BTC, again[0]["req_id"], t_ack)).events
+    t3 = h.ts()
+    h.feed(ack("trade", BTC, again[0]["req_id"], h.ts()))
+    ev = h.feed(trade_frame(BTC, [(3, t3, "100.0", "1")], typ="snapshot")).events
     (gap,) = of(ev, Gap)
     assert gap.cause is GapCause.DISCONNECT  # the first cause is kept
-    assert (gap.start_ts_ns, gap.end_ts_ns, gap.first_seq) == (t_tr, t_ack, 2)
+    assert (gap.start_ts_ns, gap.end_ts_ns, gap.first_seq, gap.last_seq) == (t_tr, t3, 2, 2)
+
+
+# ------------------------------------------------------------------ trade healing
+
+
+def _live_trades(h: H, symbol: str = BTC) -> int:
+    s = h.connect()
+    h.ack_all(s)
+    t = h.ts()
+    h.feed(trade_frame(symbol, [(1, t, "100.0", "1")]))
+    return t
+
+
+def test_outage_fully_covered_by_the_snapshot_is_healed_without_a_gap() -> None:
+    h = H([trades(BTC)], ping_interval_s=1e9)
+    _live_trades(h)
+    h.disconnect()
+    s = h.connect("c2")
+    h.ack_all(s)
+    t2, t3 = h.ts(), h.ts()
+    snap = trade_frame(
+        BTC,
+        [
+            (0, h.ts(), "1", "1"),
+            (1, h.ts(), "1", "1"),
+            (2, t2, "101.0", "1"),
+            (3, t3, "102.0", "1"),
+        ],
+        typ="snapshot",
+    )
+    ev = h.feed(snap).events
+    assert of(ev, Gap) == []
+    assert [t.trade_id for t in of(ev, Trade)] == [2, 3]  # missed trades delivered
+    assert h.a.counters()["kraken:trade:BTC/USD"].healed == 1
+
+
+def test_updates_before_the_snapshot_are_held_then_delivered_once() -> None:
+    h = H([trades(BTC)], ping_interval_s=1e9)
+    _live_trades(h)
+    h.disconnect()
+    s = h.connect("c2")
+    h.ack_all(s)
+    early = h.feed(trade_frame(BTC, [(3, h.ts(), "1", "1"), (4, h.ts(), "1", "1")])).events
+    assert of(early, Trade) == []
+    ev = h.feed(
+        trade_frame(BTC, [(2, h.ts(), "1", "1"), (3, h.ts(), "1", "1")], typ="snapshot")
+    ).events
+    assert [t.trade_id for t in of(ev, Trade)] == [2, 3, 4]
+    assert of(ev, Gap) == []
+
+
+def test_trade_id_jump_while_live_is_a_sequence_gap_and_resyncs_siblings() -> None:
+    h = H([trades(BTC), ticker(BTC)], ping_interval_s=1e9)
+    t1 = _live_trades(h)
+    t5 = h.ts()
+    out = h.feed(trade_frame(BTC, [(5, t5, "100.0", "1")]))
+    (gap,) = of(out.events, Gap)
+    assert gap.cause is GapCause.SEQUENCE_GAP
+    assert (gap.start_ts_ns, gap.end_ts_ns, gap.first_seq, gap.last_seq) == (t1, t5, 2, 4)
+    assert [t.trade_id for t in of(out.events, Trade)] == [5]
+    sent = [json.loads(x) for x in out.sends]
+    assert [(m["method"], m["params"]["channel"]) for m in sent] == [
+        ("unsubscribe", "ticker"),
+        ("subscribe", "ticker"),
+    ]
+
+
+def test_trade_id_continuity_can_be_switched_off() -> None:
+    h = H([trades(BTC)], ping_interval_s=1e9, trade_ids_contiguous=False)
+    _live_trades(h)
+    out = h.feed(trade_frame(BTC, [(9, h.ts(), "100.0", "1")]))
+    assert of(out.events, Gap) == []
 
 
 def test_rate_error_without_method_retries_pending_subscriptions_later() -> None:

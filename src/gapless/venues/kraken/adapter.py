@@ -80,6 +80,8 @@ class KrakenOptions:
     reject_retry_base_s: float = 2.0
     reject_retry_cap_s: float = 60.0
     trade_snapshot: bool = False
+    trade_ids_contiguous: bool = True
+    max_held_trades: int = 10_000
 
 
 class _St(enum.Enum):
@@ -92,6 +94,9 @@ class _St(enum.Enum):
     REJECTED = "rejected"  # permanent
 
 
+_SETTLED = frozenset({_St.LIVE, _St.REJECTED})
+
+
 @dataclass(slots=True)
 class StreamCounters:
     delivered: int = 0
@@ -100,6 +105,7 @@ class StreamCounters:
     gaps: int = 0
     duplicates_dropped: int = 0
     resyncs: int = 0
+    healed: int = 0  # outages fully covered by a re-subscription snapshot: no gap
 
 
 @dataclass(slots=True)
@@ -118,6 +124,7 @@ class _Stream:
         "counters",
         "depth",
         "gap",
+        "held",
         "key",
         "last_data_mono",
         "last_seq",
@@ -130,6 +137,7 @@ class _Stream:
         "spec",
         "state",
         "symbol",
+        "want_snapshot",
     )
 
     def __init__(self, spec: StreamSpec) -> None:
@@ -151,6 +159,8 @@ class _Stream:
         self.resub_due: float | None = None
         self.resync_times: deque[float] = deque(maxlen=16)
         self.counters = StreamCounters()
+        self.want_snapshot = False
+        self.held: list[p.TradeItem] = []
 
 
 class KrakenAdapter:
@@ -239,21 +249,24 @@ class KrakenAdapter:
 
     def _subscribe(self, streams: list[_Stream], now: Now, out: Step) -> None:
         """Group streams by channel (and depth) into subscribe requests."""
-        groups: dict[tuple[str, int | None], list[_Stream]] = {}
+        groups: dict[tuple[str, int | None, bool], list[_Stream]] = {}
         for st in streams:
-            groups.setdefault((st.channel, st.depth), []).append(st)
-        for (channel, depth), group in groups.items():
+            # A trade re-subscription asks for the last-50 snapshot to heal the outage.
+            snap = st.channel == "book" or (
+                st.channel == "trade"
+                and (self.options.trade_snapshot or st.confirmed_ts_ns is not None)
+            )
+            groups.setdefault((st.channel, st.depth, snap), []).append(st)
+        for (channel, depth, snap), group in groups.items():
             req = self._req()
-            params: dict[str, object] = {}
+            params: dict[str, object] = {"snapshot": snap}
             if channel == "book":
                 params = {"depth": depth, "snapshot": True}
-            elif channel == "trade":
-                params = {"snapshot": self.options.trade_snapshot}
-            elif channel == "ticker":
-                params = {"snapshot": False}
             for st in group:
                 st.state = _St.PENDING
                 st.sent_mono = now.mono
+                st.want_snapshot = snap
+                st.held.clear()
             if not self.passive:
                 self._pending[req] = group
                 out.sends.append(
@@ -530,6 +543,7 @@ class KrakenAdapter:
                     )
                     st.last_data_mono = now.mono
                     self._resync(st, GapCause.STALE, f"no data for {stale:g} s", now, out)
+                    self._resync_siblings(st, GapCause.STALE, now, out)
             elif state is _St.RETRY:
                 if st.resub_due is not None and now.mono >= st.resub_due:
                     self._do_resubscribe(st, now, out)
@@ -573,6 +587,8 @@ class KrakenAdapter:
             st = self._streams[spec.key]
             st.state = _St.PENDING
             st.sent_mono = now.mono
+            st.want_snapshot = channel == "book" or params.get("snapshot") is True
+            st.held.clear()
             prec = self.precisions.get(st.symbol)
             if (
                 channel == "book"
@@ -725,12 +741,13 @@ class KrakenAdapter:
                     exchange_ts_ns=ack.time_out_ns,
                 )
             )
-            if st.channel == "book":
+            if st.channel == "book" or (st.channel == "trade" and st.want_snapshot):
                 st.state = _St.SYNCING
                 st.sent_mono = now.mono
             else:
                 st.state = _St.LIVE
-                self._close_gap(st, ack.time_out_ns, now, out)
+                if not self._defer_ticker_gap(st):
+                    self._close_gap(st, ack.time_out_ns, now, out)
             return
         # refusal
         candidates = self._pending.get(ack.req_id, []) if ack.req_id is not None else []
@@ -828,6 +845,7 @@ class KrakenAdapter:
         book.last_ts_ns = entry.ts_ns
         st.state = _St.LIVE
         self._close_gap(st, entry.ts_ns, now, out)
+        self._sibling_recovered(st, entry.ts_ns, now, out)
         st.last_ts_ns = entry.ts_ns
         st.counters.delivered += 1
         out.events.append(
@@ -888,33 +906,162 @@ class KrakenAdapter:
         )
 
     def _on_trade(self, msg: p.TradeMsg, now: Now, out: Step) -> None:
+        if msg.snapshot:
+            by_symbol: dict[str, list[p.TradeItem]] = {}
+            for t in msg.trades:
+                by_symbol.setdefault(t.symbol, []).append(t)
+            if not msg.trades:  # an empty snapshot names no symbol: it answers the oldest wait
+                waiting = [
+                    s
+                    for s in self._streams.values()
+                    if s.channel == "trade" and s.state is _St.SYNCING
+                ]
+                if waiting:
+                    by_symbol[min(waiting, key=lambda s: s.sent_mono).symbol] = []
+            for symbol, items in by_symbol.items():
+                st = self._by_channel.get(("trade", symbol))
+                if st is not None and st.state in (_St.SYNCING, _St.LIVE):
+                    self._heal_trades(st, items, now, out)
+            return
         for t in msg.trades:
             st = self._by_channel.get(("trade", t.symbol))
-            if st is None or st.state is not _St.LIVE:
+            if st is None:
                 continue
-            st.last_data_mono = now.mono
-            if st.last_seq is not None and t.trade_id <= st.last_seq:
-                st.counters.duplicates_dropped += 1
+            if st.state is _St.SYNCING:  # update ahead of the snapshot: keep it for later
+                if len(st.held) >= self.options.max_held_trades:
+                    self._resync(
+                        st, GapCause.QUEUE_OVERFLOW, "too many trades before snapshot", now, out
+                    )
+                    continue
+                st.held.append(t)
                 continue
-            price = parse_decimal(t.price)
-            qty = parse_decimal(t.qty)
-            st.last_seq = t.trade_id
-            st.last_ts_ns = t.ts_ns
-            st.counters.delivered += 1
-            out.events.append(
-                Trade(
-                    venue=VENUE,
-                    local_ts_ns=now.wall_ns,
-                    symbol=t.symbol,
-                    exchange_ts_ns=t.ts_ns,
-                    stream=st.key,
-                    trade_id=t.trade_id,
-                    price=price,
-                    qty=qty,
-                    side=t.side,
-                    ord_type=t.ord_type,
+            if st.state is _St.LIVE:
+                self._deliver_trade(st, t, now, out)
+
+    def _heal_trades(self, st: _Stream, items: list[p.TradeItem], now: Now, out: Step) -> None:
+        """Close the stream's gap with the re-subscription snapshot (last 50 trades).
+
+        Trades newer than the last delivered one are delivered (backfill). If the
+        snapshot reaches back to the trade after the last delivered one, nothing
+        was missed and no Gap is emitted; otherwise the Gap ends at the oldest
+        snapshot trade, with the missing trade ids."""
+        items = sorted(items, key=lambda t: t.trade_id)
+        st.last_data_mono = now.mono
+        gap = st.gap
+        if gap is not None:
+            if not items:
+                self._close_gap(st, st.confirmed_ts_ns, now, out)
+            elif st.last_seq is not None and items[0].trade_id <= st.last_seq + 1:
+                st.gap = None
+                st.counters.healed += 1
+            else:
+                oldest = items[0]
+                st.gap = None
+                st.counters.gaps += 1
+                out.events.append(
+                    Gap(
+                        venue=VENUE,
+                        local_ts_ns=now.wall_ns,
+                        stream=st.key,
+                        symbol=st.symbol,
+                        cause=gap.cause,
+                        start_ts_ns=gap.start_ts_ns,
+                        end_ts_ns=oldest.ts_ns,
+                        first_seq=gap.first_seq,
+                        last_seq=oldest.trade_id - 1,
+                        detail=gap.detail,
+                    )
                 )
+        st.state = _St.LIVE
+        newest = max((t.ts_ns for t in items), default=None)
+        self._sibling_recovered(st, newest, now, out)
+        held, st.held = st.held, []
+        for t in items:
+            if st.last_seq is None or t.trade_id > st.last_seq:
+                self._deliver_trade(st, t, now, out, check_seq=False)
+        for t in held:
+            self._deliver_trade(st, t, now, out)
+
+    def _deliver_trade(
+        self, st: _Stream, t: p.TradeItem, now: Now, out: Step, *, check_seq: bool = True
+    ) -> None:
+        st.last_data_mono = now.mono
+        last = st.last_seq
+        if last is not None:
+            if t.trade_id <= last:
+                st.counters.duplicates_dropped += 1
+                return
+            if check_seq and self.options.trade_ids_contiguous and t.trade_id > last + 1:
+                # §1.8: trade_id is an integer sequence per book: a jump is missed trades
+                st.counters.gaps += 1
+                out.events.append(
+                    Gap(
+                        venue=VENUE,
+                        local_ts_ns=now.wall_ns,
+                        stream=st.key,
+                        symbol=st.symbol,
+                        cause=GapCause.SEQUENCE_GAP,
+                        start_ts_ns=st.last_ts_ns,
+                        end_ts_ns=t.ts_ns,
+                        first_seq=last + 1,
+                        last_seq=t.trade_id - 1,
+                        detail=f"trade_id jumped from {last} to {t.trade_id}",
+                    )
+                )
+                self._resync_siblings(st, GapCause.SEQUENCE_GAP, now, out)
+        price = parse_decimal(t.price)
+        qty = parse_decimal(t.qty)
+        st.last_seq = t.trade_id
+        st.last_ts_ns = t.ts_ns
+        st.counters.delivered += 1
+        out.events.append(
+            Trade(
+                venue=VENUE,
+                local_ts_ns=now.wall_ns,
+                symbol=t.symbol,
+                exchange_ts_ns=t.ts_ns,
+                stream=st.key,
+                trade_id=t.trade_id,
+                price=price,
+                qty=qty,
+                side=t.side,
+                ord_type=t.ord_type,
             )
+        )
+
+    def _defer_ticker_gap(self, st: _Stream) -> bool:
+        """Tickers carry no sequence and no checksum: nothing proves that the venue
+        is sending them again. Their gap therefore stays open until the symbol's
+        self-verifying streams (book checksum, trade ids) are live again, and
+        closes at their resync point."""
+        if st.channel != "ticker" or st.gap is None:
+            return False
+        return any(
+            s.symbol == st.symbol and s.channel != "ticker" and s.state not in _SETTLED
+            for s in self._streams.values()
+        )
+
+    def _sibling_recovered(
+        self, st: _Stream, resync_ts_ns: int | None, now: Now, out: Step
+    ) -> None:
+        """``st`` (book or trades) is verified again: close deferred ticker gaps."""
+        for sib in self._streams.values():
+            if (
+                sib.symbol == st.symbol
+                and sib.channel == "ticker"
+                and sib.state is _St.LIVE
+                and sib.gap is not None
+                and not self._defer_ticker_gap(sib)
+            ):
+                ends = [x for x in (resync_ts_ns, st.confirmed_ts_ns, sib.confirmed_ts_ns) if x]
+                self._close_gap(sib, max(ends) if ends else None, now, out)
+
+    def _resync_siblings(self, st: _Stream, cause: GapCause, now: Now, out: Step) -> None:
+        """Data of one symbol was withheld on this connection: its other streams
+        share the venue's pipeline, so they are resynchronised too."""
+        for sib in self._streams.values():
+            if sib is not st and sib.symbol == st.symbol and sib.state is _St.LIVE:
+                self._resync(sib, cause, f"sibling {st.key} lost data", now, out)
 
     def _on_ticker(self, msg: p.TickerMsg, now: Now, out: Step) -> None:
         for item in msg.items:
