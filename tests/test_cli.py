@@ -71,7 +71,9 @@ def test_sim_and_stream_jsonl_with_capture_then_replay(tmp_path: Path) -> None:
     truth = tmp_path / "truth.jsonl"
     sim = subprocess.Popen(
         [*GAPLESS, "sim", "--port", str(port), "--seed", "3", "--truth", str(truth)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -82,9 +84,17 @@ def test_sim_and_stream_jsonl_with_capture_then_replay(tmp_path: Path) -> None:
             time.sleep(0.1)
         cap = tmp_path / "cap.jsonl"
         proc = _run(
-            "stream", "kraken:book:BTC/USD:10", "kraken:trade:BTC/USD",
-            "--url", f"kraken=ws://127.0.0.1:{port}/v2", "--jsonl", "--duration", "3",
-            "--capture", str(cap), timeout=60,
+            "stream",
+            "kraken:book:BTC/USD:10",
+            "kraken:trade:BTC/USD",
+            "--url",
+            f"kraken=ws://127.0.0.1:{port}/v2",
+            "--jsonl",
+            "--duration",
+            "3",
+            "--capture",
+            str(cap),
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
@@ -122,12 +132,32 @@ def test_demo_json_report_with_a_scenario_file(tmp_path: Path) -> None:
             ]
         )
     )
-    proc = _run("demo", "--duration", "8", "--seed", "2", "--json", "--scenario", str(scenario),
-                "--symbols", "BTC/USD,ETH/USD")
+    proc = _run(
+        "demo",
+        "--duration",
+        "8",
+        "--seed",
+        "2",
+        "--json",
+        "--scenario",
+        str(scenario),
+        "--symbols",
+        "BTC/USD,ETH/USD",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("published", "delivered", "in_declared_gaps", "lost", "duplicated", "unexpected",
-                "reconnects", "checksum_ok", "checksum_mismatch", "books_equal"):
+    for key in (
+        "published",
+        "delivered",
+        "in_declared_gaps",
+        "lost",
+        "duplicated",
+        "unexpected",
+        "reconnects",
+        "checksum_ok",
+        "checksum_mismatch",
+        "books_equal",
+    ):
         assert key in report
     assert report["faults"] == 3
     assert report["lost"] == report["duplicated"] == report["unexpected"] == 0

@@ -20,7 +20,7 @@ documented in :mod:`gapless.sim.kraken`:
 ``reject_subscriptions``    ``count`` [1], ``error`` ["EService:Unavailable"],
                             ``symbol`` [None = any], ``then_close`` [True]
 ``ban``                     ``duration_s`` [10.0], ``retry_after_s`` [None = remaining]
-``drop_update``             ``symbol`` [None = random]
+``drop_update``             ``symbol`` [None = random], ``detectable`` [True]
 ``corrupt_checksum``        ``symbol`` [None = random]
 ``burst``                   ``duration_s`` [5.0], ``factor`` [10.0]
 ``malformed``               ``variant`` ["invalid_json"]: invalid_json|wrong_types|
@@ -37,7 +37,10 @@ recovery allowance before the next one starts (a maintenance needs at least
 5 s after it ends, as protocols.md §1.2 tells clients to wait >= 5 s between
 attempts after maintenance; a ban needs its duration), and nothing happens in
 the last ``quiet_tail_s`` seconds so a client can converge before the checker
-compares final books.
+compares final books. Chaos data stalls last 4-6 s: a shorter one can hide
+below a staleness watchdog, and then the withheld ``ticker`` updates (which
+carry no sequence, protocols.md §1.8) are lost without any way to notice;
+inject shorter ones explicitly when that is what you want to test.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ __all__ = [
 SYSTEM_STATUSES = ("online", "cancel_only", "post_only", "limit_only", "maintenance")
 """protocols.md §1.4 ``system`` values (``limit_only`` is [UNCERTAIN] as a system value)."""
 
+_SENDABLE_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+"""RFC 6455 §7.4: codes an endpoint may put in a close frame (plus 3000-4999)."""
+
 MALFORMED_VARIANTS = ("invalid_json", "wrong_types", "huge", "deep")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -78,7 +86,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "then_close": True,
     },
     "ban": {"duration_s": 10.0, "retry_after_s": None},
-    "drop_update": {"symbol": None},
+    "drop_update": {"symbol": None, "detectable": True},
     "corrupt_checksum": {"symbol": None},
     "burst": {"duration_s": 5.0, "factor": 10.0},
     "malformed": {"variant": "invalid_json", "size_bytes": 10 * 1024 * 1024},
@@ -128,8 +136,12 @@ class Fault:
             _num(p["factor"], "factor")
             if p["factor"] <= 0:
                 raise ValueError("burst factor must be > 0")
-        if self.kind == "close" and not isinstance(p["code"], int):
-            raise ValueError("close code must be an int")
+        if self.kind == "close":
+            code = p["code"]
+            if not isinstance(code, int) or not (
+                code in _SENDABLE_CLOSE_CODES or 3000 <= code < 5000
+            ):
+                raise ValueError(f"close code {code!r} cannot be sent in a close frame")
         if self.kind == "reject_subscriptions" and (
             not isinstance(p["count"], int) or p["count"] < 1
         ):
@@ -186,9 +198,6 @@ class Scenario:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Scenario) and self.faults == other.faults
 
-    def __hash__(self) -> int:
-        return hash(self.faults)
-
     def __repr__(self) -> str:
         return f"Scenario({list(self.faults)!r})"
 
@@ -223,23 +232,28 @@ class Scenario:
 
     @staticmethod
     def recovery_s(fault: Fault) -> float:
-        """Seconds a client needs after ``fault`` starts before the next fault is fair."""
+        """Seconds after ``fault`` starts before the next fault is fair to the client.
+
+        The fault's own duration plus a settle time: a maintenance needs 5 s more
+        (protocols.md §1.2: wait >= 5 s between attempts after maintenance), a
+        ban its duration, a reconnect or a resync (loopback, immediate retry)
+        about 2 s.
+        """
         p = fault.resolved()
         k = fault.kind
-        d = float(p.get("duration_s") or 10.0)
+        d = p.get("duration_s")
+        dur = float(d) if d is not None else 10.0
         if k == "maintenance":
-            return 5.0 + d + float(p["cancel_only_s"]) + 3.0
-        if k == "ban":
-            return d + 3.0
+            return 5.0 + dur + float(p["cancel_only_s"]) + 0.5
+        if k in ("ban", "burst"):
+            return dur + 1.0
         if k in ("silent_stall", "data_stall"):
-            return d + 4.0
-        if k == "burst":
-            return d + 2.0
+            return dur + 2.0
         if k == "reject_subscriptions":
-            return 6.0
-        if k == "malformed":
-            return 4.0
-        return 3.0
+            return 3.0
+        if k == "status":
+            return 1.5
+        return 2.0
 
     @classmethod
     def chaos(
@@ -256,43 +270,32 @@ class Scenario:
     ) -> Scenario:
         """A seeded random scenario over ``duration_s`` seconds.
 
-        At least ``min_faults`` faults (raises ``ValueError`` if they cannot fit),
-        every kind in ``kinds`` used once before any repeats, each fault followed
-        by its :meth:`recovery_s` before the next one, and every fault's
-        recovery over before the last ``quiet_tail_s`` seconds. More faults are
-        added while the recovery time stays below ``max_density`` of the window.
+        At least ``min_faults`` faults, every kind in ``kinds`` used once before
+        any repeats, each fault followed by its :meth:`recovery_s` before the
+        next one starts, and every fault's recovery over before the last
+        ``quiet_tail_s`` seconds. More faults are added while their recovery
+        time stays below ``max_density`` of the window. When the faults do not
+        fit, durations are scaled down (to 1/4 at most) before giving up with
+        ``ValueError``. The default 12 faults fit in a 60 s run.
         """
+        if not kinds:
+            raise ValueError("kinds must not be empty")
         for k in kinds:
             if k not in _DEFAULTS:
                 raise ValueError(f"unknown fault kind {k!r}")
-        if not kinds:
-            raise ValueError("kinds must not be empty")
-        rng = random.Random(f"gapless-chaos:{seed}")
         window = duration_s - quiet_tail_s - start_s
-        groups: list[list[Fault]] = []
-        total = 0.0
-        bag: list[str] = []
-        while True:
-            if not bag:
-                bag = list(kinds)
-                rng.shuffle(bag)
-            kind = bag.pop()
-            group = cls._chaos_group(kind, rng, symbols)
-            need = sum(cls._group_span(group))
-            enough = len([f for g in groups for f in g]) >= min_faults
-            if enough and total + need > window * max_density:
+        for scale in (1.0, 0.75, 0.5, 0.35, 0.25):
+            rng = random.Random(f"gapless-chaos:{seed}:{scale}")
+            groups = cls._chaos_groups(rng, kinds, symbols, scale, window, min_faults, max_density)
+            if groups is not None:
                 break
-            if total + need > window:
-                if enough:
-                    break
-                raise ValueError(
-                    f"chaos: {min_faults} faults need more than {duration_s:.0f} s "
-                    f"(window {window:.0f} s after start and quiet tail); use a longer run"
-                )
-            groups.append(group)
-            total += need
-        slack = window - total
-        cuts = sorted(rng.uniform(0.0, slack) for _ in groups)
+        else:
+            raise ValueError(
+                f"chaos: {min_faults} faults do not fit in {duration_s:.0f} s "
+                f"({start_s:.0f} s start, {quiet_tail_s:.0f} s quiet tail); use a longer run"
+            )
+        total = sum(sum(cls._group_span(g)) for g in groups)
+        cuts = sorted(rng.uniform(0.0, window - total) for _ in groups)
         faults: list[Fault] = []
         t = start_s
         prev_cut = 0.0
@@ -307,6 +310,35 @@ class Scenario:
         return cls(faults)
 
     @classmethod
+    def _chaos_groups(
+        cls,
+        rng: random.Random,
+        kinds: Sequence[str],
+        symbols: Sequence[str] | None,
+        scale: float,
+        window: float,
+        min_faults: int,
+        max_density: float,
+    ) -> list[list[Fault]] | None:
+        groups: list[list[Fault]] = []
+        count = 0
+        total = 0.0
+        bag: list[str] = []
+        while True:
+            if not bag:
+                bag = list(kinds)
+                rng.shuffle(bag)
+            group = cls._chaos_group(bag.pop(), rng, symbols, scale)
+            # round down so that the 3-decimal offsets never eat into a recovery
+            need = sum(cls._group_span(group)) + 0.002 * len(group)
+            enough = count >= min_faults
+            if total + need > window or (enough and total + need > window * max_density):
+                return groups if enough else None
+            groups.append(group)
+            count += len(group)
+            total += need
+
+    @classmethod
     def _group_span(cls, group: Sequence[Fault]) -> list[float]:
         # a status change is followed 1.5 s later by its restore; the pair then recovers
         spans = []
@@ -316,10 +348,10 @@ class Scenario:
 
     @staticmethod
     def _chaos_group(
-        kind: str, rng: random.Random, symbols: Sequence[str] | None
+        kind: str, rng: random.Random, symbols: Sequence[str] | None, scale: float
     ) -> list[Fault]:
         def dur(lo: float, hi: float) -> float:
-            return round(rng.uniform(lo, hi), 2)
+            return round(max(0.5, rng.uniform(lo, hi) * scale), 2)
 
         def one_symbol() -> str | None:
             return rng.choice(list(symbols)) if symbols else None
@@ -327,20 +359,17 @@ class Scenario:
         if kind == "close":
             return [Fault(kind, 0.0, {"code": rng.choice((1000, 1001, 1008, 1011))})]
         if kind == "silent_stall":
-            return [Fault(kind, 0.0, {"duration_s": dur(3.0, 8.0)})]
+            return [Fault(kind, 0.0, {"duration_s": dur(2.0, 6.0)})]
         if kind == "data_stall":
-            p: dict[str, Any] = {"duration_s": dur(2.0, 6.0)}
+            # not scaled: a stall shorter than a client's staleness watchdog is invisible
+            # on streams without sequence numbers (ticker; §1.8), see the module docstring
+            p: dict[str, Any] = {"duration_s": round(rng.uniform(4.0, 6.0), 2)}
             if symbols and rng.random() < 0.5:
                 p["symbols"] = [rng.choice(list(symbols))]
             return [Fault(kind, 0.0, p)]
         if kind == "maintenance":
-            return [
-                Fault(
-                    kind,
-                    0.0,
-                    {"duration_s": dur(2.0, 6.0), "cancel_only_s": rng.choice((0.0, 0.0, 2.0))},
-                )
-            ]
+            cancel_only = rng.choice((0.0, 0.0, round(1.5 * scale, 2)))
+            return [Fault(kind, 0.0, {"duration_s": dur(1.5, 5.0), "cancel_only_s": cancel_only})]
         if kind == "status":
             system = rng.choice(("cancel_only", "post_only", "limit_only"))
             return [Fault(kind, 0.0, {"system": system}), Fault(kind, 0.0, {"system": "online"})]
@@ -351,13 +380,13 @@ class Scenario:
                 p["symbol"] = sym
             return [Fault(kind, 0.0, p)]
         if kind == "ban":
-            d = dur(3.0, 8.0)
+            d = dur(2.0, 5.0)
             return [Fault(kind, 0.0, {"duration_s": d, "retry_after_s": math.ceil(d)})]
         if kind in ("drop_update", "corrupt_checksum"):
             sym = one_symbol()
             return [Fault(kind, 0.0, {} if sym is None else {"symbol": sym})]
         if kind == "burst":
-            return [Fault(kind, 0.0, {"duration_s": dur(2.0, 5.0), "factor": 10.0})]
+            return [Fault(kind, 0.0, {"duration_s": dur(1.5, 4.0), "factor": 10.0})]
         if kind == "malformed":
             return [Fault(kind, 0.0, {"variant": rng.choice(MALFORMED_VARIANTS)})]
         return [Fault(kind, 0.0, {})]

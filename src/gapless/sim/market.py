@@ -4,8 +4,11 @@ Each symbol has a full L2 book of about 1200 levels per side on the pair's tick
 grid, stored as scaled integers (:mod:`gapless.sim.numbers`). One *tick* is
 one market change: a qty change near the top, an added level, a deleted level
 or a trade (a taker eats 1-3 levels of one side and emits one trade per level
-touched). The book is kept sane: never crossed, never fewer than
-``min_levels`` levels per side (deep levels are refilled).
+touched). The book is kept sane: never crossed, between ``min_levels`` (1100)
+and 1.25 x ``levels`` per side (the deep end is refilled or trimmed), a
+spread that closes again when it exceeds ``max_spread`` ticks, enough levels
+near the top, and a mild pull of the mid price back to the pair's base price
+so long runs stay in range.
 
 :class:`DepthView` turns a market change into the level list of one book
 *feed* (symbol, depth), following the book maintenance rules of
@@ -200,8 +203,8 @@ class SymbolMarket:
         self.qp = pair.qty_precision
         self.bids = BookSide(True)
         self.asks = BookSide(False)
-        self.next_trade_id = first_trade_id if first_trade_id is not None else rng.randrange(
-            1_000_000, 90_000_000
+        self.next_trade_id = (
+            first_trade_id if first_trade_id is not None else rng.randrange(1_000_000, 90_000_000)
         )
         base = parse_fixed(pair.base_price, self.pp)
         if base < 3 * levels:

@@ -61,9 +61,7 @@ def status_message(connection_id: int, system: str) -> str:
 
 
 def _levels(levels: Iterable[tuple[int, int]], pp: int, qp: int) -> str:
-    return ",".join(
-        f'{{"price":{fmt_fixed(p, pp)},"qty":{fmt_fixed(q, qp)}}}' for p, q in levels
-    )
+    return ",".join(f'{{"price":{fmt_fixed(p, pp)},"qty":{fmt_fixed(q, qp)}}}' for p, q in levels)
 
 
 def book_message(
@@ -84,9 +82,7 @@ def book_message(
     )
 
 
-def trade_item(
-    symbol_json: str, fill: Fill, trade_id: int, ts_us: int, pp: int, qp: int
-) -> str:
+def trade_item(symbol_json: str, fill: Fill, trade_id: int, ts_us: int, pp: int, qp: int) -> str:
     """One element of a ``trade`` message's ``data`` (protocols.md §1.8)."""
     return (
         f'{{"symbol":{symbol_json},"side":"{fill.side}","price":{fmt_fixed(fill.price, pp)},'

@@ -1,0 +1,44 @@
+"""gapless.sim: a local Kraken Spot v2 exchange with a seeded market, faults and ground truth.
+
+Users test their bots against it, ``gapless demo`` embeds it, and the
+integration tests run the client against it over real loopback sockets. It is
+an independent implementation of the venue (protocols.md §1, §5 items 1-3):
+it imports only the standard library and ``websockets``, never the client's
+``venues``/``runtime``/``book`` code, so a protocol misreading shared with
+the client cannot hide.
+
+::
+
+    from gapless.sim import KrakenSim, SimConfig, Fault, Scenario
+
+    async with KrakenSim(SimConfig(seed=7, symbols=("BTC/USD", "ETH/USD"))) as sim:
+        sim.url                                   # ws://127.0.0.1:<port>/v2
+        sim.schedule(Scenario([Fault("abort", 5.0)]))
+        await sim.inject(Fault("close", params={"code": 1001}))
+        await sim.quiesce()                       # freeze the market, write final books
+        sim.final_books(), sim.truth, sim.stats
+
+See :mod:`gapless.sim.kraken` for the wire behaviour, the ordering guarantee
+and the ground-truth record shapes, and :mod:`gapless.sim.faults` for fault
+kinds, scenario files and chaos generation.
+"""
+
+from gapless.sim.checksum import checksum_scaled, checksum_text
+from gapless.sim.faults import DEFAULT_CHAOS_KINDS, FAULT_KINDS, Fault, Scenario
+from gapless.sim.kraken import BOOK_DEPTHS, KrakenSim, SimConfig, SimStats
+from gapless.sim.market import DEFAULT_PAIRS, PairSpec
+
+__all__ = [
+    "BOOK_DEPTHS",
+    "DEFAULT_CHAOS_KINDS",
+    "DEFAULT_PAIRS",
+    "FAULT_KINDS",
+    "Fault",
+    "KrakenSim",
+    "PairSpec",
+    "Scenario",
+    "SimConfig",
+    "SimStats",
+    "checksum_scaled",
+    "checksum_text",
+]
