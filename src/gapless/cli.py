@@ -110,10 +110,11 @@ def demo(
     _setup_logging(log_level)
     sc = Scenario.load(scenario) if scenario else None
     live: Live | None = None
+    view = _Progress()
 
     def progress(p: dict[str, Any]) -> None:
         if live is not None:
-            live.update(_progress_table(p))
+            live.update(view.table(p))
 
     async def main() -> Any:
         return await run_demo(
@@ -133,7 +134,7 @@ def demo(
             result = asyncio.run(main())
         else:
             err.print(f"[bold]gapless demo[/]: {duration:g} s, seed {seed}, simulator on loopback")
-            with Live(_progress_table(None), console=err, refresh_per_second=4) as lv:
+            with Live(view.table(None), console=err, refresh_per_second=4) as lv:
                 live = lv
                 result = asyncio.run(main())
     except GaplessError as exc:
@@ -148,20 +149,38 @@ def demo(
     raise typer.Exit(0 if ok and summary["books_equal"] else 1)
 
 
-def _progress_table(p: dict[str, Any] | None) -> Table:
-    t = Table(title="gapless demo (live)", expand=False)
-    for col in ("connection", "state", "frames in", "reconnects", "bad frames"):
-        t.add_column(col)
-    if p is None:
-        t.caption = "starting..."
+class _Progress:
+    """Live view of the demo: per connection state, message rate, reconnects, gaps."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def table(self, p: dict[str, Any] | None) -> Table:
+        t = Table(title="gapless demo (live)", expand=False)
+        for col in ("connection", "state", "msgs/s", "frames", "reconnects", "bad frames"):
+            t.add_column(col, justify="right" if col not in ("connection", "state") else "left")
+        if p is None:
+            t.caption = "starting..."
+            return t
+        for name, s in p["connections"].items():
+            then, frames = self._last.get(name, (0.0, 0))
+            dt = p["elapsed"] - then
+            rate = (s["frames_in"] - frames) / dt if dt > 0 else 0.0
+            self._last[name] = (p["elapsed"], s["frames_in"])
+            t.add_row(
+                name,
+                s["state"],
+                f"{rate:,.0f}",
+                f"{s['frames_in']:,}",
+                str(s["reconnects"]),
+                str(s["bad_frames"]),
+            )
+        recent = "  ".join(f"{st} ({why[:40]})" for _, st, why in p["last_states"])
+        t.caption = (
+            f"{p['elapsed']:.0f} s   events {p['events']:,}   gaps declared {p['gaps']}   "
+            f"faults injected {p['faults']}\nrecent: {recent or '-'}"
+        )
         return t
-    for name, s in p["connections"].items():
-        t.add_row(name, s["state"], str(s["frames_in"]), str(s["reconnects"]), str(s["bad_frames"]))
-    t.caption = (
-        f"{p['elapsed']:.0f} s  events {p['events']}  gaps {p['gaps']}  "
-        f"faults injected {p['faults']}"
-    )
-    return t
 
 
 def _print_report(s: dict[str, Any]) -> None:

@@ -122,7 +122,7 @@ async def run_demo(
             stats = feed.stats()
             counters = [c for a in feed.adapters for c in a.counters().values()]
         truth = list(sim.truth)
-        sim_stats = dict(sim.stats) if isinstance(sim.stats, dict) else {}
+        sim_stats = dict(sim.stats)
     report = check(truth, events, final_books=final, client_books=report_books)
     faults = [r for r in truth if r.get("k") == "fault"]
     summary: dict[str, Any] = {"venues": ["kraken"], **report.summary()}
@@ -204,7 +204,7 @@ def _progress(feed: Feed, sim: KrakenSim, events: list[Event], elapsed: float) -
         "connections": stats,
         "events": len(events),
         "gaps": gaps,
-        "faults": sim.stats.get("faults_injected", 0) if isinstance(sim.stats, dict) else 0,
+        "faults": sum(sim.stats.get("faults_injected", {}).values()),
         "last_states": [
             (e.conn, e.state, e.reason) for e in events[-400:] if isinstance(e, ConnectionState)
         ][-3:],
