@@ -81,6 +81,18 @@ def parse_spec(text: str) -> StreamSpec:
     raise ConfigError(f"unknown channel {channel!r} (book, trade, ticker)")
 
 
+def _stop_event(duration: float | None) -> asyncio.Event:
+    """Set on Ctrl-C / SIGTERM, or after ``duration`` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    return stop
+
+
 # ---------------------------------------------------------------------------- demo
 @app.command()
 def demo(
@@ -250,13 +262,7 @@ def stream(
         async with gapless.connect(
             *parsed, urls=urls, capture=str(capture) if capture else None
         ) as feed:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signal.SIGINT, stop.set)
-                loop.add_signal_handler(signal.SIGTERM, stop.set)
-            if duration is not None:
-                loop.call_later(duration, stop.set)
+            stop = _stop_event(duration)
 
             async def pump() -> None:
                 async for ev in feed:
@@ -336,14 +342,7 @@ def sim(
                 s.schedule(Scenario.load(scenario))
             elif chaos is not None:
                 s.schedule(Scenario.chaos(chaos, seed))
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signal.SIGINT, stop.set)
-                loop.add_signal_handler(signal.SIGTERM, stop.set)
-            if duration is not None:
-                loop.call_later(duration, stop.set)
-            await stop.wait()
+            await _stop_event(duration).wait()
             await s.quiesce()
 
     try:

@@ -287,11 +287,29 @@ class KrakenAdapter:
         first_seq = st.last_seq + 1 if st.last_seq is not None else None
         st.gap = _OpenGap(cause, start, first_seq, detail)
 
-    def _close_gap(self, st: _Stream, end_ts_ns: int | None, now: Now, out: Step) -> None:
+    def _close_gap(
+        self, st: _Stream, end_ts_ns: int | None, now: Now, out: Step, last_seq: int | None = None
+    ) -> None:
         gap = st.gap
         if gap is None:
             return
         st.gap = None
+        self._emit_gap(
+            st, gap.cause, gap.start_ts_ns, end_ts_ns, gap.first_seq, last_seq, gap.detail, now, out
+        )
+
+    def _emit_gap(
+        self,
+        st: _Stream,
+        cause: GapCause,
+        start_ts_ns: int | None,
+        end_ts_ns: int | None,
+        first_seq: int | None,
+        last_seq: int | None,
+        detail: str,
+        now: Now,
+        out: Step,
+    ) -> None:
         st.counters.gaps += 1
         out.events.append(
             Gap(
@@ -299,12 +317,12 @@ class KrakenAdapter:
                 local_ts_ns=now.wall_ns,
                 stream=st.key,
                 symbol=st.symbol,
-                cause=gap.cause,
-                start_ts_ns=gap.start_ts_ns,
+                cause=cause,
+                start_ts_ns=start_ts_ns,
                 end_ts_ns=end_ts_ns,
-                first_seq=gap.first_seq,
-                last_seq=None,
-                detail=gap.detail,
+                first_seq=first_seq,
+                last_seq=last_seq,
+                detail=detail,
             )
         )
 
@@ -956,22 +974,7 @@ class KrakenAdapter:
                 st.counters.healed += 1
             else:
                 oldest = items[0]
-                st.gap = None
-                st.counters.gaps += 1
-                out.events.append(
-                    Gap(
-                        venue=VENUE,
-                        local_ts_ns=now.wall_ns,
-                        stream=st.key,
-                        symbol=st.symbol,
-                        cause=gap.cause,
-                        start_ts_ns=gap.start_ts_ns,
-                        end_ts_ns=oldest.ts_ns,
-                        first_seq=gap.first_seq,
-                        last_seq=oldest.trade_id - 1,
-                        detail=gap.detail,
-                    )
-                )
+                self._close_gap(st, oldest.ts_ns, now, out, last_seq=oldest.trade_id - 1)
         st.state = _St.LIVE
         newest = max((t.ts_ns for t in items), default=None)
         self._sibling_recovered(st, newest, now, out)
@@ -993,20 +996,16 @@ class KrakenAdapter:
                 return
             if check_seq and self.options.trade_ids_contiguous and t.trade_id > last + 1:
                 # §1.8: trade_id is an integer sequence per book: a jump is missed trades
-                st.counters.gaps += 1
-                out.events.append(
-                    Gap(
-                        venue=VENUE,
-                        local_ts_ns=now.wall_ns,
-                        stream=st.key,
-                        symbol=st.symbol,
-                        cause=GapCause.SEQUENCE_GAP,
-                        start_ts_ns=st.last_ts_ns,
-                        end_ts_ns=t.ts_ns,
-                        first_seq=last + 1,
-                        last_seq=t.trade_id - 1,
-                        detail=f"trade_id jumped from {last} to {t.trade_id}",
-                    )
+                self._emit_gap(
+                    st,
+                    GapCause.SEQUENCE_GAP,
+                    st.last_ts_ns,
+                    t.ts_ns,
+                    last + 1,
+                    t.trade_id - 1,
+                    f"trade_id jumped from {last} to {t.trade_id}",
+                    now,
+                    out,
                 )
                 self._resync_siblings(st, GapCause.SEQUENCE_GAP, now, out)
         price = parse_decimal(t.price)
