@@ -15,6 +15,7 @@ Every event type lives in :mod:`gapless.events`; errors in :mod:`gapless.errors`
 from __future__ import annotations
 
 from gapless.book import BookView
+from gapless.errors import GaplessError, GaveUp
 from gapless.events import (
     BadFrame,
     BookSnapshot,
@@ -50,6 +51,8 @@ __all__ = [
     "Feed",
     "Gap",
     "GapCause",
+    "GaplessError",
+    "GaveUp",
     "Level",
     "RuntimeOptions",
     "Subscribed",

@@ -226,7 +226,7 @@ def _recoveries(faults: list[dict[str, Any]], events: list[Event]) -> dict[str, 
                 j
                 for j, e in enumerate(states)
                 if e.local_ts_ns >= t0
-                and e.state != "LIVE"
+                and e.state not in ("LIVE", "CLOSED")  # CLOSED: the run ended
                 and (t_next is None or e.local_ts_ns < t_next)
             ),
             None,

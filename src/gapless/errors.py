@@ -5,29 +5,32 @@
     GaplessError
     ├── ConfigError            bad options, URLs or stream specs (raised at once)
     ├── ProtocolError          the *venue* broke its protocol
-    │   ├── DecodeError        a frame that is not valid JSON / not the expected shape
-    │   ├── FrameTooLarge      hostile size limits
-    │   └── ChecksumMismatch   local book disagrees with the venue's checksum
+    │   └── DecodeError        a frame that is not valid JSON / not the expected shape
     ├── LocalProtocolError     *we* were about to break the protocol (a bug or misuse)
     ├── TransportError         the connection failed (handshake refused, dropped, timed out)
-    │   └── HandshakeRejected  HTTP error on upgrade (429 ban, 503 maintenance)
+    │   ├── HandshakeRejected  HTTP error on upgrade (429 ban, 503 maintenance)
+    │   └── GaveUp             RuntimeOptions.give_up_after consecutive failed attempts
     ├── OutboxFull             control request queued while disconnected, but the outbox is full
     └── FeedClosed             the feed was closed
 
-Decoders raise only :class:`DecodeError` (or a subclass) on bad input: a
-session catches it, counts it, reports a ``BadFrame`` event and resyncs where
-state could be affected. Nothing a venue sends may crash a session.
+Decoders raise only :class:`DecodeError` on bad input: a session catches it,
+counts it, reports a ``BadFrame`` event and resyncs where state could be
+affected. Nothing a venue sends may crash a session. A checksum mismatch is
+not an exception: it is a ``Gap`` event and a resync.
+
+``GaveUp`` (only with ``give_up_after`` set) ends the supervisor task; like any
+failure of a task owned by the feed it surfaces from ``async with connect(...)``
+inside an ``ExceptionGroup``.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "ChecksumMismatch",
     "ConfigError",
     "DecodeError",
     "FeedClosed",
-    "FrameTooLarge",
     "GaplessError",
+    "GaveUp",
     "HandshakeRejected",
     "LocalProtocolError",
     "OutboxFull",
@@ -52,20 +55,6 @@ class DecodeError(ProtocolError):
     """A frame could not be decoded into a known message."""
 
 
-class FrameTooLarge(DecodeError):
-    """A frame exceeded a configured hostile-input limit."""
-
-
-class ChecksumMismatch(ProtocolError):
-    """The local book's checksum differs from the venue's."""
-
-    def __init__(self, symbol: str, expected: int, actual: int) -> None:
-        super().__init__(f"{symbol}: checksum mismatch (venue {expected}, local {actual})")
-        self.symbol = symbol
-        self.expected = expected
-        self.actual = actual
-
-
 class LocalProtocolError(GaplessError):
     """gapless itself was about to violate the protocol."""
 
@@ -82,6 +71,10 @@ class HandshakeRejected(TransportError):
         super().__init__(f"WebSocket upgrade rejected with HTTP {status}{detail}")
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class GaveUp(TransportError):
+    """The configured give-up threshold of consecutive failed attempts was reached."""
 
 
 class OutboxFull(GaplessError):

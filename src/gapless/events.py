@@ -1,11 +1,13 @@
 """Normalized, immutable events: the only thing users of gapless consume.
 
 Every event is a frozen ``msgspec.Struct`` (cheap to create, hashable fields,
-JSON-encodable). Prices and quantities are :class:`decimal.Decimal` built from
-the exact wire text, so there is no float drift; every price-bearing event also
-offers ``*_float`` accessors for users who prefer floats.
+JSON-encodable). Prices and quantities are :class:`decimal.Decimal` values equal
+to the exact wire numbers, so there is no float drift. Floats: ``Trade`` and
+:class:`Level` have ``price_float``/``qty_float``, ``BookView`` has
+``bids_float()``/``asks_float()``, and any Decimal converts with ``float()``.
 
-Time: ``local_ts_ns`` is when gapless received the frame (``time.time_ns()``);
+Time: ``local_ts_ns`` is when gapless processed the frame (the runtime's wall
+clock, ``time.time_ns()`` by default);
 ``exchange_ts_ns`` is the venue's own timestamp in integer nanoseconds since the
 Unix epoch (Kraken sends microseconds, so the last three digits are zero).
 
@@ -69,6 +71,14 @@ class Level(NamedTuple):
 
     price: Decimal
     qty: Decimal
+
+    @property
+    def price_float(self) -> float:
+        return float(self.price)
+
+    @property
+    def qty_float(self) -> float:
+        return float(self.qty)
 
 
 class GapCause(enum.StrEnum):
@@ -260,9 +270,9 @@ def event_to_dict(ev: Event) -> dict[str, Any]:
             continue
         value = getattr(ev, name)
         if isinstance(value, Decimal):
-            value = str(value)
+            value = format(value, "f")  # fixed point: 0.00000000, never 0E-8
         elif isinstance(value, tuple) and value and isinstance(value[0], Level):
-            value = [[str(lv.price), str(lv.qty)] for lv in value]
+            value = [[format(lv.price, "f"), format(lv.qty, "f")] for lv in value]
         elif isinstance(value, enum.Enum):
             value = value.value
         out[name] = value

@@ -25,6 +25,8 @@ from gapless.venues.kraken.adapter import KrakenAdapter
 
 __all__ = ["ReplayResult", "iter_capture", "replay"]
 
+FEED_CLOSED = "feed closed"  # ws_close data written when the feed itself shuts down
+
 
 @dataclass(slots=True)
 class ReplayResult:
@@ -37,7 +39,8 @@ class ReplayResult:
     def summary(self) -> dict[str, Any]:
         books: dict[str, dict[str, Any]] = {}
         ok = mismatch = 0
-        for venue, adapter in self.adapters.items():
+        for adapter in self.adapters.values():
+            venue = adapter.venue
             for key, c in adapter.counters().items():
                 parts = key.split(":")
                 if parts[1] != "book":
@@ -99,13 +102,15 @@ class ResultBuilder:
         self.result = ReplayResult()
         self._last_t = 0.0
 
-    def _adapter(self, venue: str) -> KrakenAdapter | None:
+    def _adapter(self, venue: str, conn: str) -> KrakenAdapter | None:
+        """One adapter per logical connection: ``kraken#2.7`` is dial 7 of ``kraken#2``."""
         if venue != "kraken":
             return None
-        adapter = self.result.adapters.get(venue)
+        key = conn.rsplit(".", 1)[0] if "#" in conn else venue
+        adapter = self.result.adapters.get(key)
         if adapter is None:
             adapter = KrakenAdapter(passive=True)
-            self.result.adapters[venue] = adapter
+            self.result.adapters[key] = adapter
         return adapter
 
     def feed(self, rec: dict[str, Any] | None) -> None:
@@ -120,7 +125,7 @@ class ResultBuilder:
         if not isinstance(t, (int, float)) or not isinstance(venue, str):
             res.bad_records += 1
             return
-        adapter = self._adapter(venue)
+        adapter = self._adapter(venue, str(rec.get("conn", "")))
         if adapter is None:
             return
         self._last_t = float(t)
@@ -134,6 +139,8 @@ class ResultBuilder:
             res.frames += 1
             res.events.extend(adapter.on_frame(data, now).events)
         elif kind == "ws_close":
+            if data == FEED_CLOSED:
+                return  # the client shut down: the capture ends here, no outage
             if adapter.connected:
                 reason = str(data) if data else "closed"
                 res.events.extend(adapter.on_disconnected(reason, now).events)

@@ -42,7 +42,7 @@ from gapless.events import (
 )
 from gapless.replay import replay
 from gapless.runtime.clock import loop_anchored_wall_clock
-from gapless.runtime.feed import Feed
+from gapless.runtime.feed import Feed, VenueLimits
 from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
 from gapless.secrets import Credentials, Secret
@@ -187,7 +187,7 @@ async def test_tls_is_verified_by_default_and_accepts_a_supplied_ca() -> None:
     try:
         # default: certificate verification on -> the self-signed server is refused
         events: list[Event] = []
-        ropts = RuntimeOptions(give_up_after=1)
+        ropts = RuntimeOptions(give_up_after=2)
         with pytest.raises(BaseExceptionGroup) as info:
             async with gapless.connect(
                 kraken.trades("BTC/USD"), urls={"kraken": url}, runtime=ropts
@@ -311,3 +311,33 @@ async def test_capture_replays_deterministically_to_the_live_result(tmp_path: Pa
         check=True,
     )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == first
+
+
+@pytest.mark.looptime
+async def test_connection_attempts_are_paced_by_the_venue_budget() -> None:
+    """A link that keeps dropping: the per-venue token bucket spaces the dials, and
+    the simulator's connection-rate rule (5 per 20 s: just above the bucket's 2 + 0.1 x 20)
+    is never tripped."""
+    async with _sim(connect_limit=5, connect_window_s=20.0, ban_s=60.0) as sim:
+        kopts, ropts = _opts(sim.url)
+        events: list[Event] = []
+        limits = {"kraken": VenueLimits(burst=2, per_second=0.1)}
+        async with gapless.connect(
+            kraken.trades("BTC/USD"), kraken=kopts, runtime=ropts, limits=limits
+        ) as feed:
+            consumer = asyncio.create_task(_collect(feed, events))
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 16.0
+            while loop.time() < end:
+                await _wait_for(lambda: feed.supervisors[0].state.value == "LIVE")
+                await sim.inject(Fault.make("abort"))
+                await asyncio.sleep(0.05)
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            dials = feed.supervisors[0].stats.dials
+            budget_waits = feed.supervisors[0].stats.budget_waits
+    assert budget_waits > 0, "the bucket never had to wait"
+    assert dials <= 2 + 0.1 * 17 + 1
+    assert not [r for r in sim.truth if r.get("k") == "violation"]
+    assert not [r for r in sim.truth if r.get("k") == "refused"]

@@ -167,6 +167,9 @@ class Feed:
         now = Now(asyncio.get_running_loop().time(), self.runtime.wall_clock())
         for adapter in self._adapters:
             self._leftover.extend(adapter.shutdown(now).events)
+        for sup in self.supervisors:
+            if sup.closed_event is not None:
+                self._leftover.append(sup.closed_event)
         if self.capture is not None:
             self.capture.close()
 
@@ -219,6 +222,7 @@ class Feed:
                 "frames_dropped": s.frames_dropped,
                 "dead_peer": s.dead_peer,
                 "handshake_rejections": s.handshake_rejections,
+                "budget_waits": s.budget_waits,
                 "bad_frames": getattr(sup.adapter, "bad_frames", 0),
             }
         return out
@@ -275,6 +279,7 @@ def connect(
     capture: str | None = None,
     queue_size: int = 10_000,
     credentials: Mapping[str, Credentials] | None = None,
+    limits: Mapping[str, VenueLimits] | None = None,
 ) -> Feed:
     """Open a feed over the given streams; use as ``async with connect(...) as feed``."""
     return Feed(
@@ -285,4 +290,5 @@ def connect(
         capture=capture,
         queue_size=queue_size,
         credentials=credentials,
+        limits=limits,
     )

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gapless.errors import GaplessError, HandshakeRejected, OutboxFull, TransportError
+from gapless.errors import GaplessError, GaveUp, HandshakeRejected, OutboxFull, TransportError
 from gapless.events import ConnectionState, Event, WatchdogFired
 from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
 from gapless.runtime.clock import WallClock, system_wall_clock
@@ -43,10 +43,6 @@ __all__ = ["GaveUp", "RuntimeOptions", "Supervisor", "SupervisorStats"]
 log = logging.getLogger("gapless.supervisor")
 
 Emit = Callable[[Event], Awaitable[None]]
-
-
-class GaveUp(TransportError):
-    """The configured give-up threshold was reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +71,7 @@ class SupervisorStats:
     overflows: int = 0
     handshake_rejections: int = 0
     dead_peer: int = 0
+    budget_waits: int = 0
     last_close: str = ""
 
 
@@ -125,6 +122,7 @@ class Supervisor:
         self._live_since: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.outbox: deque[tuple[str, StreamSpec]] = deque()
+        self.closed_event: ConnectionState | None = None
 
     def request(self, op: str, spec: StreamSpec) -> None:
         """Queue a control request (bounded; applied in order once connected)."""
@@ -182,8 +180,18 @@ class Supervisor:
                 delay = await self._dial_once()
         finally:
             if self.sm.can(ConnState.CLOSED):
-                self.sm.transition(ConnState.CLOSED, "feed closed")
-                log.info("%s: CLOSED", self.name)
+                prev = self.sm.transition(ConnState.CLOSED, "feed closed")
+                log.info("%s: %s -> CLOSED: feed closed", self.name, prev)
+                # delivered by the feed after its tasks ended (no awaiting in teardown)
+                self.closed_event = ConnectionState(
+                    venue=self.adapter.venue,
+                    local_ts_ns=self.options.wall_clock(),
+                    conn=self.conn or self.name,
+                    state=ConnState.CLOSED.value,
+                    previous=prev.value,
+                    reason="feed closed",
+                    attempt=self.backoff.attempts,
+                )
 
     async def _pace(self, delay: float) -> None:
         """Sleep out the backoff delay, then the connection-attempt bucket."""
@@ -192,13 +200,15 @@ class Supervisor:
             await asyncio.sleep(delay)
         while not self.limiter.take(self._loop.time()):
             wait = self.limiter.wait_time(self._loop.time())
+            self.stats.budget_waits += 1
+            log.info("%s: connection-attempt budget exhausted, waiting %.2f s", self.name, wait)
             if self.sm.state is not ConnState.BACKOFF and self.sm.can(ConnState.BACKOFF):
                 await self._to(ConnState.BACKOFF, "connection-attempt budget exhausted", wait)
             await asyncio.sleep(max(wait, 0.001))
 
     def _check_give_up(self) -> None:
         opts = self.options
-        n = self.backoff.attempts
+        n = self.backoff.attempts + 1  # including the failure being handled
         if n == opts.alert_after_attempts:
             log.warning("%s: %d consecutive attempts without a stable connection", self.name, n)
         if opts.give_up_after is not None and n >= opts.give_up_after:
@@ -217,7 +227,8 @@ class Supervisor:
             self._record("ws_close", url=url, status=exc.status, data=str(exc))
             self._check_give_up()
             if exc.status in (429, 418):
-                delay = self.backoff.failure_delay(retry_after_s=exc.retry_after_s or 60.0)
+                retry = exc.retry_after_s if exc.retry_after_s is not None else 60.0
+                delay = self.backoff.failure_delay(retry_after_s=retry)
                 await self._to(ConnState.CIRCUIT_OPEN, str(exc), delay)
             elif exc.status == 503:
                 self.slow_reconnect = True
@@ -284,9 +295,10 @@ class Supervisor:
                     reason, end_events = first.reason, first.events
         finally:
             if ws.closed is None:
+                reason = "feed closed" if reason == "session ended" else reason
                 await asyncio.shield(ws.close(1000, "gapless reconnecting"))
+            self._record("ws_close", code=ws.closed.code if ws.closed else None, data=reason)
         live_for = loop.time() - self._live_since if self._live_since is not None else None
-        self._record("ws_close", code=ws.closed.code if ws.closed else None, data=reason)
         for ev in end_events:
             await self._emit(ev)
         step = self.adapter.on_disconnected(reason, self._now())

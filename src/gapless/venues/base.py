@@ -54,13 +54,13 @@ class Phase(enum.Enum):
 
     SUBSCRIBING = "subscribing"  # waiting for acks
     SYNCING = "syncing"  # acks in, waiting for verified snapshots
-    LIVE = "live"  # every wanted stream is live (or permanently rejected)
+    LIVE = "live"  # nothing awaits an ack or snapshot (streams may wait to retry)
 
 
 @dataclass(slots=True)
 class Step:
     """What the adapter wants done. The runtime applies it in order:
-    deliver ``events``, send ``sends``, then act on ``reconnect``."""
+    send ``sends``, deliver ``events``, then act on ``reconnect``."""
 
     events: list[Event] = field(default_factory=list)
     sends: list[str] = field(default_factory=list)

@@ -1392,3 +1392,20 @@ def test_fuzz_adapter_never_raises_and_never_exposes_unverified_books(
             b = h.a.book(sym)
             if b is not None and b.valid:
                 assert h.a.stream_state(f"kraken:book:{sym}:10") == "live"
+
+
+def test_book_added_to_a_connection_without_books_asks_for_precisions() -> None:
+    h = H([trades(BTC)], ping_interval_s=1e9)
+    s = h.connect()
+    h.ack_all(s)
+    out = h.a.control("subscribe", book(MATIC, 10), h.now())
+    (req,) = [json.loads(x) for x in out.sends]
+    assert req["params"]["channel"] == "instrument"
+    sent = h.feed(instrument_snapshot(PAIRS)).sends
+    (sub_req,) = [json.loads(x) for x in sent]
+    assert sub_req["params"] == {
+        "channel": "book",
+        "symbol": [MATIC],
+        "depth": 10,
+        "snapshot": True,
+    }

@@ -22,10 +22,16 @@ Decisions, with their sources:
   gap, the stream is resubscribed (unsubscribe + subscribe) at most once per
   ``resubscribe_min_interval_s`` (repeated resubscribes trip "Exceeded msg
   rate"), and too many resyncs in a minute escalate to a reconnect.
-- Trades/tickers carry no sequence the venue promises to be contiguous, so a
-  gap on them is bounded by time: from the last delivered event to the
-  re-subscription ack's ``time_out`` (the sim and the venue send every event
-  newer than the ack on the connection).
+- Trades (§1.8): ``trade_id`` is an integer sequence per book, so a jump while
+  live is a ``sequence_gap`` with the missing ids (``trade_ids_contiguous``
+  switches this off). A re-subscription asks for the last-50 snapshot: missed
+  trades are delivered from it, and a gap is declared only for what it cannot
+  cover (ending at its oldest trade).
+- Tickers carry no sequence or checksum: their gap runs from the last
+  delivered ticker to the re-subscription ack's ``time_out``, and stays open
+  until the symbol's verified streams (book, trades) are live again.
+- Fate sharing: when one stream of a symbol shows withheld data (stale, id
+  jump), the symbol's other streams on the connection are resynchronised.
 - Keepalive (§1.3): app-level ``ping`` every ``ping_interval_s``; no ``pong``
   within ``pong_timeout_s`` means the link is dead.
 """
@@ -378,17 +384,20 @@ class KrakenAdapter:
                 st.state = _St.WAIT_INSTRUMENT
             else:
                 subscribe_now.append(st)
+        self._instrument_req = None
         if self._book_by_symbol:
-            self._instrument_req = self._req()
-            self._instrument_sent_mono = now.mono
-            if not self.passive:
-                out.sends.append(
-                    p.encode_subscribe("instrument", None, self._instrument_req, snapshot=True)
-                )
-        else:
-            self._instrument_ready = True
+            self._request_instrument(now, out)
         self._subscribe(subscribe_now, now, out)
         return out
+
+    def _request_instrument(self, now: Now, out: Step) -> None:
+        """§1.9: precisions for book symbols come from the instrument snapshot."""
+        self._instrument_req = self._req()
+        self._instrument_sent_mono = now.mono
+        if not self.passive:
+            out.sends.append(
+                p.encode_subscribe("instrument", None, self._instrument_req, snapshot=True)
+            )
 
     def on_disconnected(self, reason: str, now: Now) -> Step:
         out = Step()
@@ -451,6 +460,9 @@ class KrakenAdapter:
                 return out  # replayed by on_connected
             if st.channel == "book":
                 prec = self.precisions.get(st.symbol)
+                if not self._instrument_ready and self._instrument_req is None:
+                    # the connection started without books: ask for precisions now
+                    self._request_instrument(now, out)
                 if not self._instrument_ready or prec is None:
                     st.state = _St.WAIT_INSTRUMENT
                     if self._instrument_ready:  # instrument snapshot already passed
