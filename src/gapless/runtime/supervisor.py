@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -167,7 +166,8 @@ class Supervisor:
 
     def _record(self, kind: str, **fields: object) -> None:
         if self.capture is not None:
-            self.capture.write(time.time(), self.adapter.venue, self.conn, kind, **fields)
+            t = self.options.wall_clock() / 1e9
+            self.capture.write(t, self.adapter.venue, self.conn, kind, **fields)
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -313,12 +313,13 @@ class Supervisor:
         loop = self._loop
         stats = self.stats
         capture = self.capture
+        wall = self.options.wall_clock
         dropped = 0
         async for frame in ws.frames():
             self._last_frame = loop.time()
             stats.frames_in += 1
             if capture is not None:
-                capture.write(time.time(), self.adapter.venue, self.conn, "ws_in", data=frame)
+                capture.write(wall() / 1e9, self.adapter.venue, self.conn, "ws_in", data=frame)
             if dropped:
                 if queue.full():
                     dropped += 1
