@@ -60,6 +60,8 @@ __all__ = [
     "SYSTEM_STATUSES",
     "Fault",
     "Scenario",
+    "known_fault_kinds",
+    "register_fault_kinds",
 ]
 
 SYSTEM_STATUSES = ("online", "cancel_only", "post_only", "limit_only", "maintenance")
@@ -93,6 +95,24 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 FAULT_KINDS: tuple[str, ...] = tuple(_DEFAULTS)
+"""The kinds every simulator understands (the Kraken simulator implements all of them)."""
+
+
+def register_fault_kinds(defaults: Mapping[str, Mapping[str, Any]]) -> None:
+    """Let a venue simulator add its own fault kinds (e.g. Binance ``server_shutdown``)
+    with their parameter defaults. Registering an existing kind with the same
+    defaults is a no-op; with different defaults it is an error."""
+    for kind, params in defaults.items():
+        known = _DEFAULTS.get(kind)
+        if known is not None and known != dict(params):
+            raise ValueError(f"fault kind {kind!r} is already registered with other defaults")
+        _DEFAULTS[kind] = dict(params)
+
+
+def known_fault_kinds() -> tuple[str, ...]:
+    """Every registered kind (the common ones plus those venue simulators added)."""
+    return tuple(_DEFAULTS)
+
 
 DEFAULT_CHAOS_KINDS: tuple[str, ...] = FAULT_KINDS
 """Every kind; chaos always gives ``silent_stall`` a duration."""
@@ -115,7 +135,9 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in _DEFAULTS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+            raise ValueError(
+                f"unknown fault kind {self.kind!r}; known: {', '.join(known_fault_kinds())}"
+            )
         _num(self.at_s, "at_s")
         unknown = set(self.params) - set(_DEFAULTS[self.kind])
         if unknown:
