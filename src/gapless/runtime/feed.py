@@ -93,7 +93,8 @@ class Feed:
                 target = KrakenAdapter(options=kopts)
                 self._adapters.append(target)
             target.add(spec)
-        self.capture = CaptureWriter(capture) if capture else None
+        self._capture_path = capture
+        self.capture: CaptureWriter | None = None  # opened in __aenter__, not here
         # Public data needs no credentials; if the environment provides some they are
         # held as Secrets (never printed) and registered for redaction in captures.
         self.credentials: dict[str, Credentials] = dict(credentials or {})
@@ -106,9 +107,6 @@ class Feed:
             log.debug(
                 "credentials for %s: key=%s secret=%s", creds.venue, creds.api_key, creds.api_secret
             )
-            if self.capture is not None:
-                for value in creds.secrets():
-                    self.capture.redact(value)
         self.supervisors: list[Supervisor] = []
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,6 +116,11 @@ class Feed:
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Feed:
         loop = asyncio.get_running_loop()
+        if self._capture_path:
+            self.capture = CaptureWriter(self._capture_path)
+            for creds in self.credentials.values():
+                for value in creds.secrets():
+                    self.capture.redact(value)
         buckets: dict[str, TokenBucket] = {}
         for i, adapter in enumerate(self._adapters, 1):
             lim = self._limits[adapter.venue]
