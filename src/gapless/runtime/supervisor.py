@@ -28,14 +28,22 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gapless.errors import GaplessError, GaveUp, HandshakeRejected, OutboxFull, TransportError
+from gapless.errors import (
+    GaplessError,
+    GaveUp,
+    HandshakeRejected,
+    LocalProtocolError,
+    OutboxFull,
+    TransportError,
+)
 from gapless.events import ConnectionState, Event, WatchdogFired
 from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
 from gapless.runtime.clock import WallClock, system_wall_clock
+from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.state import ConnState, StateMachine
 from gapless.runtime.transport import TransportOptions, WsConnection, open_connection
 from gapless.sinks.capture import CaptureWriter
-from gapless.venues.base import Now, Phase, Step, StreamSpec, VenueAdapter
+from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec, VenueAdapter
 
 __all__ = ["GaveUp", "RuntimeOptions", "Supervisor", "SupervisorStats"]
 
@@ -91,6 +99,8 @@ class _End:
     pass
 
 
+_Item = str | bytes | _Overflow | _End | RestResult
+
 _SLOW_RECONNECT_STATUSES = frozenset({"maintenance", "cancel_only"})
 
 
@@ -105,6 +115,8 @@ class Supervisor:
         *,
         capture: CaptureWriter | None = None,
         backoff: Backoff | None = None,
+        rest: RestClient | None = None,
+        rest_budget: RestBudget | None = None,
     ) -> None:
         self.name = name
         self.adapter = adapter
@@ -121,6 +133,9 @@ class Supervisor:
         self._live_since: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.outbox: deque[tuple[str, StreamSpec]] = deque()
+        self.rest = rest
+        self.rest_budget = rest_budget
+        self._rest_calls: asyncio.Queue[RestCall] | None = None
         self.closed_event: ConnectionState | None = None
 
     def request(self, op: str, spec: StreamSpec) -> None:
@@ -219,6 +234,17 @@ class Supervisor:
         self.stats.dials += 1
         self.conn = f"{self.name}.{self.stats.dials}"
         await self._to(ConnState.CONNECTING, "dialing")
+        pre = self.adapter.prepare_dial(self._now())
+        if pre is not None:
+            answer = await self._rest_call(pre)
+            why = self.adapter.on_dial_rest(answer, self._now())
+            if why is not None:
+                self._check_give_up()
+                delay = self.backoff.failure_delay(
+                    maintenance=self.slow_reconnect, retry_after_s=answer.retry_after_s
+                )
+                await self._to(ConnState.BACKOFF, why, delay)
+                return delay
         url = self.adapter.url
         try:
             ws = await open_connection(url, self.options.transport)
@@ -270,11 +296,11 @@ class Supervisor:
         self._last_frame = loop.time()
         self._live_since = None
         self._record("ws_open", url=self.adapter.url)
-        queue: asyncio.Queue[str | bytes | _Overflow | _End] = asyncio.Queue(
-            self.options.queue_size
-        )
+        queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
         reason = "session ended"
         end_events: list[Event] = []
+        # REST answers re-enter the processing queue, so the adapter sees them in order
+        self._rest_calls = asyncio.Queue() if self.rest is not None else None
         try:
             try:
                 await self._to(ConnState.SUBSCRIBING, "connected")
@@ -289,6 +315,8 @@ class Supervisor:
                         tg.create_task(self._reader(ws, queue))
                         tg.create_task(self._processor(ws, queue))
                         tg.create_task(self._watchdog(ws))
+                        if self._rest_calls is not None:
+                            tg.create_task(self._rest_worker(self._rest_calls, queue))
                 except* _Ended as group:
                     first = group.exceptions[0]
                     assert isinstance(first, _Ended)
@@ -306,9 +334,7 @@ class Supervisor:
             await self._emit(ev)
         return reason, live_for
 
-    async def _reader(
-        self, ws: WsConnection, queue: asyncio.Queue[str | bytes | _Overflow | _End]
-    ) -> None:
+    async def _reader(self, ws: WsConnection, queue: asyncio.Queue[_Item]) -> None:
         assert self._loop is not None
         loop = self._loop
         stats = self.stats
@@ -337,9 +363,7 @@ class Supervisor:
             await queue.put(_Overflow(dropped))
         await queue.put(_End())
 
-    async def _processor(
-        self, ws: WsConnection, queue: asyncio.Queue[str | bytes | _Overflow | _End]
-    ) -> None:
+    async def _processor(self, ws: WsConnection, queue: asyncio.Queue[_Item]) -> None:
         assert self._loop is not None
         loop = self._loop
         adapter = self.adapter
@@ -347,7 +371,7 @@ class Supervisor:
         next_timer = loop.time() + interval
         while True:
             if not queue.empty():
-                item: str | bytes | _Overflow | _End | None = queue.get_nowait()
+                item: _Item | None = queue.get_nowait()
             else:
                 # never a sub-millisecond wait: clocks may be coarse (virtual time in tests)
                 wait = max(0.001, next_timer - loop.time())
@@ -366,6 +390,8 @@ class Supervisor:
                 continue
             if isinstance(item, (str, bytes)):
                 await self._apply(ws, adapter.on_frame(item, now))
+            elif isinstance(item, RestResult):
+                await self._apply(ws, adapter.on_rest(item, now))
             elif isinstance(item, _Overflow):
                 log.warning(
                     "%s: processing queue overflowed, %d frames dropped", self.conn, item.dropped
@@ -406,7 +432,39 @@ class Supervisor:
                 )
                 raise _Ended(f"dead peer: no frame for {silent:.1f} s", [ev])
 
+    async def _rest_worker(
+        self, calls: asyncio.Queue[RestCall], queue: asyncio.Queue[_Item]
+    ) -> None:
+        while True:
+            call = await calls.get()
+            await queue.put(await self._rest_call(call))
+
+    async def _rest_call(self, call: RestCall) -> RestResult:
+        """Perform one REST call within the venue's weight budget (never raises)."""
+        if self.rest is None:
+            return RestResult(call.key, None, b"", error="no REST client configured")
+        assert self._loop is not None
+        loop = self._loop
+        budget = self.rest_budget
+        if budget is not None:
+            while (wait := budget.wait_time(call.weight, loop.time())) > 0:
+                log.info("%s: REST budget: waiting %.2f s before %s", self.name, wait, call.url)
+                await asyncio.sleep(max(wait, 0.001))
+            budget.take(call.weight, loop.time())
+        try:
+            resp = await self.rest.request(call.method, call.url, params=dict(call.params))
+        except GaplessError as exc:
+            return RestResult(call.key, None, b"", error=str(exc))
+        if budget is not None:
+            budget.on_response(resp.status, resp.retry_after_s, loop.time())
+        return RestResult(call.key, resp.status, resp.body, resp.retry_after_s)
+
     async def _apply(self, ws: WsConnection, step: Step) -> None:
+        if step.rest:
+            if self._rest_calls is None:
+                raise LocalProtocolError(f"{self.name}: adapter asked for REST without a client")
+            for call in step.rest:
+                self._rest_calls.put_nowait(call)
         for text in step.sends:
             self.stats.frames_out += 1
             self._record("ws_out", data=text)

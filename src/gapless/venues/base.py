@@ -18,7 +18,7 @@ from typing import Protocol
 
 from gapless.events import Event
 
-__all__ = ["Now", "Phase", "Step", "StreamSpec", "VenueAdapter"]
+__all__ = ["Now", "Phase", "RestCall", "RestResult", "Step", "StreamSpec", "VenueAdapter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,29 @@ class Phase(enum.Enum):
     LIVE = "live"  # nothing awaits an ack or snapshot (streams may wait to retry)
 
 
+@dataclass(frozen=True, slots=True)
+class RestCall:
+    """A REST request the adapter needs (snapshot, token). ``key`` correlates the
+    answer; ``weight`` is what the venue's rate limit charges for it."""
+
+    key: str
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...] = ()
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RestResult:
+    """The answer to a :class:`RestCall`: a status and body, or ``error`` (no answer)."""
+
+    key: str
+    status: int | None
+    body: bytes
+    retry_after_s: float | None = None
+    error: str | None = None
+
+
 @dataclass(slots=True)
 class Step:
     """What the adapter wants done. The runtime applies it in order:
@@ -66,10 +89,12 @@ class Step:
     sends: list[str] = field(default_factory=list)
     reconnect: str | None = None
     system_status: str | None = None
+    rest: list[RestCall] = field(default_factory=list)
 
     def extend(self, other: Step) -> None:
         self.events.extend(other.events)
         self.sends.extend(other.sends)
+        self.rest.extend(other.rest)
         if other.reconnect and not self.reconnect:
             self.reconnect = other.reconnect
         if other.system_status:
@@ -100,5 +125,16 @@ class VenueAdapter(Protocol):
     def on_bad_transport_frame(self, reason: str, size: int, now: Now) -> Step: ...
 
     def control(self, op: str, spec: StreamSpec, now: Now) -> Step: ...
+
+    def on_rest(self, result: RestResult, now: Now) -> Step: ...
+
+    def prepare_dial(self, now: Now) -> RestCall | None:
+        """A REST call needed before each dial (KuCoin's bullet token), or None."""
+        ...
+
+    def on_dial_rest(self, result: RestResult, now: Now) -> str | None:
+        """The pre-dial answer; returns None when usable (``url`` is then set),
+        else the reason the dial cannot happen."""
+        ...
 
     def shutdown(self, now: Now) -> Step: ...

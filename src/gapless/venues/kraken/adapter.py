@@ -59,7 +59,7 @@ from gapless.events import (
     VenueStatus,
     WatchdogFired,
 )
-from gapless.venues.base import Now, Phase, Step, StreamSpec
+from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
 from gapless.venues.kraken import protocol as p
 from gapless.venues.numbers import parse_decimal, parse_fixed
 
@@ -494,6 +494,16 @@ class KrakenAdapter:
         else:
             raise ValueError(f"unknown control op {op!r}")
         return out
+
+    # ------------------------------------------------------------ REST (unused by Kraken public)
+    def on_rest(self, result: RestResult, now: Now) -> Step:
+        return Step()
+
+    def prepare_dial(self, now: Now) -> RestCall | None:
+        return None
+
+    def on_dial_rest(self, result: RestResult, now: Now) -> str | None:
+        return None
 
     # ------------------------------------------------------------------ timers
     def on_timer(self, now: Now) -> Step:
