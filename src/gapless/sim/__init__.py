@@ -26,6 +26,13 @@ kinds, scenario files and chaos generation.
 from gapless.sim.checksum import checksum_scaled, checksum_text
 from gapless.sim.faults import DEFAULT_CHAOS_KINDS, FAULT_KINDS, Fault, Scenario
 from gapless.sim.kraken import BOOK_DEPTHS, KrakenSim, SimConfig, SimStats
+from gapless.sim.kucoin import (
+    KUCOIN_FAULT_KINDS,
+    KUCOIN_PAIRS,
+    KucoinSim,
+    KucoinSimConfig,
+    KucoinSimStats,
+)
 from gapless.sim.market import DEFAULT_PAIRS, PairSpec
 
 __all__ = [
@@ -33,8 +40,13 @@ __all__ = [
     "DEFAULT_CHAOS_KINDS",
     "DEFAULT_PAIRS",
     "FAULT_KINDS",
+    "KUCOIN_FAULT_KINDS",
+    "KUCOIN_PAIRS",
     "Fault",
     "KrakenSim",
+    "KucoinSim",
+    "KucoinSimConfig",
+    "KucoinSimStats",
     "PairSpec",
     "Scenario",
     "SimConfig",
