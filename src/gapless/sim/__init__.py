@@ -23,6 +23,14 @@ and the ground-truth record shapes, and :mod:`gapless.sim.faults` for fault
 kinds, scenario files and chaos generation.
 """
 
+from gapless.sim.binance import (
+    BINANCE_FAULT_KINDS,
+    BinancePair,
+    BinanceSim,
+    BinanceSimConfig,
+    BinanceSimStats,
+)
+from gapless.sim.binance_wire import DEFAULT_BINANCE_PAIRS
 from gapless.sim.checksum import checksum_scaled, checksum_text
 from gapless.sim.faults import DEFAULT_CHAOS_KINDS, FAULT_KINDS, Fault, Scenario
 from gapless.sim.kraken import BOOK_DEPTHS, KrakenSim, SimConfig, SimStats
@@ -36,12 +44,18 @@ from gapless.sim.kucoin import (
 from gapless.sim.market import DEFAULT_PAIRS, PairSpec
 
 __all__ = [
+    "BINANCE_FAULT_KINDS",
     "BOOK_DEPTHS",
+    "DEFAULT_BINANCE_PAIRS",
     "DEFAULT_CHAOS_KINDS",
     "DEFAULT_PAIRS",
     "FAULT_KINDS",
     "KUCOIN_FAULT_KINDS",
     "KUCOIN_PAIRS",
+    "BinancePair",
+    "BinanceSim",
+    "BinanceSimConfig",
+    "BinanceSimStats",
     "Fault",
     "KrakenSim",
     "KucoinSim",
