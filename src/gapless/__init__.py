@@ -19,6 +19,7 @@ from gapless.errors import GaplessError, GaveUp
 from gapless.events import (
     BadFrame,
     BookSnapshot,
+    BookTicker,
     BookUpdate,
     ConnectionState,
     Event,
@@ -44,6 +45,7 @@ __all__ = [
     "BackoffPolicy",
     "BadFrame",
     "BookSnapshot",
+    "BookTicker",
     "BookUpdate",
     "BookView",
     "ConnectionState",

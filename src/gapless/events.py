@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BadFrame",
     "BookSnapshot",
+    "BookTicker",
     "BookUpdate",
     "ConnectionState",
     "Event",
@@ -175,6 +176,19 @@ class Ticker(MarketEvent, frozen=True, kw_only=True):
     change_pct: Decimal
 
 
+class BookTicker(MarketEvent, frozen=True, kw_only=True):
+    """Best bid/ask as the venue publishes it (Binance ``@bookTicker``).
+
+    ``update_id`` is the venue's book update id (``u``) when it has one;
+    ``exchange_ts_ns`` is 0 when the venue sends no time (Binance bookTicker)."""
+
+    bid: Decimal
+    bid_qty: Decimal
+    ask: Decimal
+    ask_qty: Decimal
+    update_id: int | None = None
+
+
 class VenueStatus(Event, frozen=True, kw_only=True):
     """The venue's engine status (Kraken ``status`` channel, protocols.md §1.4).
 
@@ -228,8 +242,12 @@ class Gap(Event, frozen=True, kw_only=True):
     the stream (None: nothing delivered yet); ``end_ts_ns`` is the resync point
     (the new snapshot's time, or the time the venue confirmed the
     re-subscription); None means the gap was still open when the feed stopped.
+
     ``first_seq``/``last_seq`` bound the missed sequence numbers (trade ids,
-    update ids) where the venue has them."""
+    book update ids) where the venue has them, inclusive; ``last_seq=None``
+    with ``first_seq`` set means "from first_seq up to the resync point". When
+    sequence bounds are given they are the precise statement and the times are
+    informative (a venue's REST snapshot, for instance, carries no time)."""
 
     stream: str
     symbol: str
