@@ -31,7 +31,17 @@ from decimal import Decimal
 from typing import Any
 
 from gapless.book import BookView
-from gapless.events import BookSnapshot, BookUpdate, Event, Gap, Subscribed, Ticker, Trade
+from gapless.events import (
+    BookSnapshot,
+    BookTicker,
+    BookUpdate,
+    Event,
+    Gap,
+    MarketEvent,
+    Subscribed,
+    Ticker,
+    Trade,
+)
 
 __all__ = ["CheckReport", "StreamReport", "check"]
 
@@ -90,25 +100,86 @@ class CheckReport:
         }
 
 
-def _truth_key(rec: Mapping[str, Any], venue: str) -> tuple[str, tuple[Any, ...]] | None:
+_Key = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One published event: its key, sequence range (if any) and exchange time."""
+
+    key: _Key
+    lo: int | None
+    hi: int | None
+    ts: int
+
+
+def _truth_item(rec: Mapping[str, Any], default_venue: str) -> _Item | None:
+    """Map a simulator truth record to the stream key the client uses.
+
+    Kraken book updates are keyed by time (no sequence on the wire), Binance by
+    the final update id ``u`` (100 ms stream only), KuCoin by ``sequenceEnd``;
+    trades by trade id everywhere."""
     k = rec.get("k")
+    venue = rec.get("venue", default_venue)
+    sym = rec.get("symbol")
+    ts = int(rec.get("ts_ns", 0))
     if k == "trade":
-        return f"{venue}:trade:{rec['symbol']}", (rec["trade_id"],)
+        tid = int(rec["trade_id"])
+        return _Item((f"{venue}:trade:{sym}", (tid,)), tid, tid, ts)
     if k == "book":
-        return f"{venue}:book:{rec['symbol']}:{rec['depth']}", (rec["ts_ns"],)
+        if venue == "binance":
+            if rec.get("speed", "100ms") != "100ms":
+                return None
+            return _Item((f"binance:book:{sym}", (rec["u"],)), rec["U"], rec["u"], ts)
+        if venue == "kucoin":
+            lo, hi = rec["seq_start"], rec["seq_end"]
+            return _Item((f"kucoin:book:{sym}", (hi,)), lo, hi, ts)
+        return _Item((f"{venue}:book:{sym}:{rec['depth']}", (ts,)), None, None, ts)
     if k == "ticker":
-        return f"{venue}:ticker:{rec['symbol']}", (rec["ts_ns"],)
+        if venue == "kucoin":
+            seq = int(rec["sequence"])
+            return _Item((f"kucoin:ticker:{sym}", (seq,)), None, None, ts)
+        return _Item((f"{venue}:ticker:{sym}", (ts,)), None, None, ts)
+    if k == "book_ticker":
+        u = int(rec["u"])
+        return _Item((f"{venue}:book_ticker:{sym}", (u,)), None, None, ts)
     return None
 
 
-def _event_key(ev: Event) -> tuple[str, tuple[Any, ...]] | None:
+def _event_key(ev: Event) -> tuple[_Key, int | None] | None:
+    """The delivered event's key and, for books, its sequence (for scope)."""
     if isinstance(ev, Trade):
-        return ev.stream, (ev.trade_id,)
+        return (ev.stream, (ev.trade_id,)), ev.trade_id
     if isinstance(ev, BookUpdate):
-        return ev.stream, (ev.exchange_ts_ns,)
+        if ev.seq is not None:
+            return (ev.stream, (ev.seq,)), ev.seq
+        return (ev.stream, (ev.exchange_ts_ns,)), None
     if isinstance(ev, Ticker):
-        return ev.stream, (ev.exchange_ts_ns,)
+        return (ev.stream, (ev.exchange_ts_ns,)), None
+    if isinstance(ev, BookTicker):
+        if ev.update_id is not None:
+            return (ev.stream, (ev.update_id,)), None
+        return (ev.stream, (ev.exchange_ts_ns,)), None
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _GapRange:
+    lo_ts: float
+    hi_ts: float
+    first_seq: int | None
+    last_seq: int | None
+
+    def covers(self, item: _Item) -> bool:
+        """Sequence bounds are the precise statement when both sides have them
+        (``last_seq=None``: up to the resync time); otherwise time decides."""
+        if self.first_seq is not None and item.hi is not None and item.lo is not None:
+            if item.hi < self.first_seq:
+                return False
+            if self.last_seq is not None:
+                return item.lo <= self.last_seq
+            return item.ts <= self.hi_ts
+        return self.lo_ts < item.ts <= self.hi_ts
 
 
 def check(
@@ -119,64 +190,96 @@ def check(
     client_books: Mapping[tuple[str, int], BookView | None] | None = None,
     venue: str = "kraken",
 ) -> CheckReport:
-    """Classify ``truth`` against ``events``; compare final books if given."""
+    """Classify ``truth`` against ``events``; compare final books if given.
+
+    ``final_books``/``client_books`` are keyed ``(name, n)``: the top ``n``
+    levels of each side are compared (venues whose REST snapshot is deeper than
+    what we compare, like Binance, keep unknown deep levels: §3.8)."""
     report = CheckReport()
     events = list(events)
-    start: dict[str, int] = {}
-    gaps: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    delivered: Counter[tuple[str, tuple[Any, ...]]] = Counter()
-    checksums: dict[tuple[str, tuple[Any, ...]], int | None] = {}
+    start_ts: dict[str, int] = {}
+    start_seq: dict[str, int] = {}
+    first_seen: dict[str, tuple[int | None, int]] = {}
+    gaps: dict[str, list[_GapRange]] = defaultdict(list)
+    delivered: Counter[_Key] = Counter()
+    checksums: dict[_Key, int | None] = {}
     snapshots: list[BookSnapshot] = []
     for ev in events:
         if isinstance(ev, Subscribed) and ev.exchange_ts_ns is not None:
-            if not ev.stream.startswith(f"{venue}:book:"):
-                start.setdefault(ev.stream, ev.exchange_ts_ns)
+            if ":book:" not in ev.stream:
+                start_ts.setdefault(ev.stream, ev.exchange_ts_ns)
         elif isinstance(ev, BookSnapshot):
-            start.setdefault(ev.stream, ev.exchange_ts_ns)
+            if ev.seq is not None:
+                start_seq.setdefault(ev.stream, ev.seq)
+            else:
+                start_ts.setdefault(ev.stream, ev.exchange_ts_ns)
             snapshots.append(ev)
         elif isinstance(ev, Gap):
-            lo = -math.inf if ev.start_ts_ns is None else ev.start_ts_ns
-            hi = math.inf if ev.end_ts_ns is None else ev.end_ts_ns
-            gaps[ev.stream].append((lo, hi))
+            gaps[ev.stream].append(
+                _GapRange(
+                    -math.inf if ev.start_ts_ns is None else ev.start_ts_ns,
+                    math.inf if ev.end_ts_ns is None else ev.end_ts_ns,
+                    ev.first_seq,
+                    ev.last_seq,
+                )
+            )
             report.gaps += 1
             report.streams.setdefault(ev.stream, StreamReport()).gaps += 1
-        key = _event_key(ev)
-        if key is not None:
+        found = _event_key(ev)
+        if found is not None:
+            key, seq = found
             delivered[key] += 1
             report.delivered += 1
             if isinstance(ev, BookUpdate):
                 checksums[key] = ev.checksum
+            if isinstance(ev, MarketEvent):
+                first_seen.setdefault(ev.stream, (seq, ev.exchange_ts_ns))
+    # streams whose venue gives no confirmation time (Binance/KuCoin acks): the
+    # first delivered event opens the scope
+    for stream, (seq, ts) in first_seen.items():
+        if stream in start_ts or stream in start_seq:
+            continue
+        if seq is not None:
+            start_seq[stream] = seq - 1
+        else:
+            start_ts[stream] = ts - 1
 
-    truth_checksums: dict[tuple[str, tuple[Any, ...]], int] = {}
+    truth_checksums: dict[_Key, int] = {}
     snapshot_truth: set[tuple[str, int, int, int]] = set()
-    seen: set[tuple[str, tuple[Any, ...]]] = set()
-    published_early: set[tuple[str, tuple[Any, ...]]] = set()
+    seen: set[_Key] = set()
+    published_before_scope: set[_Key] = set()
     for rec in truth:
         if rec.get("k") == "snapshot":
-            snapshot_truth.add((rec["symbol"], rec["depth"], rec["ts_ns"], rec["checksum"]))
+            if "checksum" in rec:
+                snapshot_truth.add((rec["symbol"], rec["depth"], rec["ts_ns"], rec["checksum"]))
             continue
-        tk = _truth_key(rec, venue)
-        if tk is None:
+        item = _truth_item(rec, venue)
+        if item is None:
             continue
-        stream = tk[0]
-        s0 = start.get(stream)
-        if s0 is None or rec["ts_ns"] <= s0:
-            published_early.add(tk)
+        stream = item.key[0]
+        if stream in start_seq and item.hi is not None:
+            in_scope = item.hi > start_seq[stream]
+        elif stream in start_ts:
+            in_scope = item.ts > start_ts[stream]
+        else:
+            in_scope = False
+        if not in_scope:
+            published_before_scope.add(item.key)
             continue  # before the client's subscription: never promised
         sr = report.streams.setdefault(stream, StreamReport())
         sr.published += 1
         report.published += 1
-        seen.add(tk)
-        if rec.get("k") == "book":
-            truth_checksums[tk] = rec["checksum"]
-        n = delivered.get(tk, 0)
+        seen.add(item.key)
+        if rec.get("k") == "book" and "checksum" in rec:
+            truth_checksums[item.key] = rec["checksum"]
+        n = delivered.get(item.key, 0)
         if n == 1:
             sr.delivered_once += 1
             report.delivered_once += 1
         elif n > 1:
             sr.duplicated += 1
             report.duplicated += 1
-        elif any(lo < rec["ts_ns"] <= hi for lo, hi in gaps.get(stream, ())):
+        elif any(g.covers(item) for g in gaps.get(stream, ())):
             sr.in_declared_gaps += 1
             report.in_declared_gaps += 1
         else:
@@ -188,17 +291,17 @@ def check(
     for key, n in delivered.items():
         stream = key[0]
         if key not in seen:
-            # delivered before scope start is still fine if it was published
-            # (e.g. a trade snapshot's last 50 trades, protocols.md §1.8)
-            if key in published_early:
-                continue
+            if key in published_before_scope:
+                continue  # published before the stream's scope (e.g. a trade snapshot)
             report.unexpected += n
             report.streams.setdefault(stream, StreamReport()).unexpected += n
-        elif key in checksums and checksums[key] != truth_checksums.get(key):
+        elif key in checksums and key in truth_checksums and checksums[key] != truth_checksums[key]:
             report.unexpected += 1
             report.streams.setdefault(stream, StreamReport()).unexpected += 1
 
     for snap in snapshots:
+        if snap.checksum is None:
+            continue  # only Kraken snapshots carry a verifiable checksum
         if (snap.symbol, snap.depth, snap.exchange_ts_ns, snap.checksum) in snapshot_truth:
             report.snapshots_verified += 1
         else:
@@ -206,11 +309,11 @@ def check(
 
     if final_books is not None and client_books is not None:
         report.books_equal = True
-        for (symbol, depth), want in final_books.items():
-            if (symbol, depth) not in client_books:
+        for (name, depth), want in final_books.items():
+            if (name, depth) not in client_books:
                 continue
-            view = client_books[(symbol, depth)]
-            diff = _book_diff(symbol, depth, want, view)
+            view = client_books[(name, depth)]
+            diff = _book_diff(name, depth, want, view)
             if diff:
                 report.books_equal = False
                 report.book_diffs.append(diff)

@@ -132,6 +132,7 @@ class BookSnapshot(MarketEvent, frozen=True, kw_only=True):
     asks: tuple[Level, ...]
     checksum: int | None
     book: BookView | None = None
+    seq: int | None = None  # the venue's book sequence (Binance lastUpdateId, KuCoin sequence)
 
     @property
     def best_bid(self) -> Level | None:
@@ -152,6 +153,7 @@ class BookUpdate(MarketEvent, frozen=True, kw_only=True):
     asks: tuple[Level, ...]
     checksum: int | None
     book: BookView | None = None
+    seq: int | None = None  # the venue's update id after this change (Binance u, KuCoin end)
 
     @property
     def best_bid(self) -> Level | None:
