@@ -41,7 +41,7 @@ from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
 from gapless.runtime.clock import WallClock, system_wall_clock
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.state import ConnState, StateMachine
-from gapless.runtime.transport import TransportOptions, WsConnection, open_connection
+from gapless.runtime.transport import TransportOptions, WsConnection, open_connection, safe_url
 from gapless.sinks.capture import CaptureWriter
 from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec, VenueAdapter
 
@@ -238,6 +238,9 @@ class Supervisor:
         if pre is not None:
             answer = await self._rest_call(pre)
             why = self.adapter.on_dial_rest(answer, self._now())
+            if self.capture is not None:
+                for secret in self.adapter.redactions():
+                    self.capture.redact(secret)
             if why is not None:
                 self._check_give_up()
                 delay = self.backoff.failure_delay(
@@ -249,8 +252,9 @@ class Supervisor:
         try:
             ws = await open_connection(url, self.options.transport)
         except HandshakeRejected as exc:
+            self.adapter.on_dial_failed(str(exc), self._now())
             self.stats.handshake_rejections += 1
-            self._record("ws_close", url=url, status=exc.status, data=str(exc))
+            self._record("ws_close", url=safe_url(url), status=exc.status, data=str(exc))
             self._check_give_up()
             if exc.status in (429, 418):
                 retry = exc.retry_after_s if exc.retry_after_s is not None else 60.0
@@ -269,6 +273,7 @@ class Supervisor:
                 await self._to(ConnState.BACKOFF, str(exc), delay)
             return delay
         except (TransportError, OSError) as exc:
+            self.adapter.on_dial_failed(str(exc), self._now())
             self._check_give_up()
             delay = self.backoff.failure_delay(maintenance=self.slow_reconnect)
             await self._to(ConnState.BACKOFF, str(exc), delay)
@@ -295,7 +300,7 @@ class Supervisor:
         loop = self._loop
         self._last_frame = loop.time()
         self._live_since = None
-        self._record("ws_open", url=self.adapter.url)
+        self._record("ws_open", url=safe_url(self.adapter.url))
         queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
         reason = "session ended"
         end_events: list[Event] = []

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gapless.errors import ConfigError, HandshakeRejected, TransportError
 
-__all__ = ["Closed", "TransportOptions", "WsConnection", "open_connection"]
+__all__ = ["Closed", "TransportOptions", "WsConnection", "open_connection", "safe_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,11 @@ class WsConnection:
             transport.abort()
 
 
+def safe_url(url: str) -> str:
+    """``url`` without its query string (where venues put tokens: KuCoin's bullet)."""
+    return url.split("?", 1)[0]
+
+
 async def open_connection(url: str, options: TransportOptions) -> WsConnection:
     """Dial ``url``; raises :class:`HandshakeRejected` or :class:`TransportError`."""
     if url.startswith("wss://"):
@@ -105,7 +110,7 @@ async def open_connection(url: str, options: TransportOptions) -> WsConnection:
     elif url.startswith("ws://"):
         ctx = None
     else:
-        raise ConfigError(f"unsupported WebSocket URL scheme: {url!r}")
+        raise ConfigError(f"unsupported WebSocket URL scheme: {safe_url(url)!r}")
     try:
         ws = await connect(
             url,
@@ -131,5 +136,8 @@ async def open_connection(url: str, options: TransportOptions) -> WsConnection:
                 retry_after = None
         raise HandshakeRejected(status, retry_after) from None
     except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-        raise TransportError(f"connect to {url} failed: {type(exc).__name__}: {exc}") from None
+        detail = str(exc).replace(url, safe_url(url))
+        raise TransportError(
+            f"connect to {safe_url(url)} failed: {type(exc).__name__}: {detail}"
+        ) from None
     return WsConnection(ws)

@@ -137,4 +137,13 @@ class VenueAdapter(Protocol):
         else the reason the dial cannot happen."""
         ...
 
+    def on_dial_failed(self, reason: str, now: Now) -> None:
+        """The dial to ``url`` failed (e.g. rotate to the next instance server)."""
+        ...
+
+    def redactions(self) -> list[str]:
+        """Secret strings the adapter put into URLs or frames (tokens), to be
+        redacted from captures and logs."""
+        ...
+
     def shutdown(self, now: Now) -> Step: ...

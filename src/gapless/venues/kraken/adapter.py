@@ -505,6 +505,12 @@ class KrakenAdapter:
     def on_dial_rest(self, result: RestResult, now: Now) -> str | None:
         return None
 
+    def on_dial_failed(self, reason: str, now: Now) -> None:
+        return None
+
+    def redactions(self) -> list[str]:
+        return []
+
     # ------------------------------------------------------------------ timers
     def on_timer(self, now: Now) -> Step:
         out = Step()
