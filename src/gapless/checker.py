@@ -142,7 +142,7 @@ def _truth_item(rec: Mapping[str, Any], default_venue: str) -> _Item | None:
         return _Item((f"{venue}:ticker:{sym}", (ts,)), None, None, ts)
     if k == "book_ticker":
         u = int(rec["u"])
-        return _Item((f"{venue}:book_ticker:{sym}", (u,)), None, None, ts)
+        return _Item((f"{venue}:book_ticker:{sym}", (u,)), u, u, ts)
     return None
 
 

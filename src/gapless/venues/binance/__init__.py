@@ -11,14 +11,18 @@ Symbols are given as Binance lists them (upper case, ``BTCUSDT``); stream
 names use the lower-case form (§3.1), see
 :func:`gapless.venues.binance.protocol.stream_name`. The diff-depth book is
 the full book (no depth parameter): ``depth`` is always None.
+
+:class:`BinanceAdapter` (in :mod:`gapless.venues.binance.adapter`) runs these
+streams over one combined-stream connection for the runtime.
 """
 
 from __future__ import annotations
 
 from gapless.errors import ConfigError
 from gapless.venues.base import StreamSpec
+from gapless.venues.binance.adapter import BinanceAdapter, BinanceOptions, WeightBudget
 
-__all__ = ["book", "book_ticker", "trades"]
+__all__ = ["BinanceAdapter", "BinanceOptions", "WeightBudget", "book", "book_ticker", "trades"]
 
 _FORBIDDEN = frozenset('/-@:,?&#%"\\')
 
