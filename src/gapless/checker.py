@@ -330,7 +330,9 @@ def _book_diff(symbol: str, depth: int, want: Mapping[str, Any], view: BookView 
         return f"{symbol}@{depth}: client book is not valid"
     for side in ("bids", "asks"):
         exp = [(Decimal(p), Decimal(q)) for p, q in want[side]][:depth]
-        got = [(lv.price, lv.qty) for lv in (view.bids() if side == "bids" else view.asks())]
+        got = [
+            (lv.price, lv.qty) for lv in (view.bids(depth) if side == "bids" else view.asks(depth))
+        ]
         if exp != got:
             first = next(
                 (i for i, (a, b) in enumerate(zip(exp, got, strict=False)) if a != b),

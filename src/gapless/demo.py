@@ -129,8 +129,8 @@ async def run_demo(
     summary.update(
         {
             "reconnects": sum(max(0, s["connects"] - 1) for s in stats.values()),
-            "checksum_ok": sum(c.checksum_ok for c in counters),
-            "checksum_mismatch": sum(c.checksum_mismatch for c in counters),
+            "checksum_ok": sum(getattr(c, "checksum_ok", 0) for c in counters),
+            "checksum_mismatch": sum(getattr(c, "checksum_mismatch", 0) for c in counters),
             "faults": len(faults),
             "fault_kinds": dict(Counter(str(f["kind"]) for f in faults)),
             "recovery": _recoveries(faults, events),
@@ -186,10 +186,10 @@ class _FrozenBook:
         self._asks = view.asks()
 
     def bids(self, n: int | None = None) -> Any:
-        return self._bids
+        return self._bids if n is None else self._bids[:n]
 
     def asks(self, n: int | None = None) -> Any:
-        return self._asks
+        return self._asks if n is None else self._asks[:n]
 
 
 def _freeze_books(books: dict[tuple[str, int], Any]) -> dict[tuple[str, int], Any]:

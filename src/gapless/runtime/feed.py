@@ -14,20 +14,23 @@ readable with :meth:`Feed.drain`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from gapless.book import BookView
+from gapless.book import Book, BookView
 from gapless.errors import ConfigError, FeedClosed
 from gapless.events import Event
 from gapless.runtime.backoff import TokenBucket
+from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
+from gapless.runtime.transport import safe_url
 from gapless.secrets import Credentials
 from gapless.sinks.capture import CaptureWriter
-from gapless.venues.base import Now, StreamSpec
+from gapless.venues.base import Now, StreamSpec, VenueAdapter
 from gapless.venues.kraken.adapter import KrakenAdapter, KrakenOptions
 
 __all__ = ["Feed", "VenueLimits", "connect"]
@@ -44,9 +47,66 @@ class VenueLimits:
 
 
 DEFAULT_LIMITS: dict[str, VenueLimits] = {
-    # Kraken: ~150 attempts per rolling 10 min per IP, then a 10-minute ban.
+    # Kraken: ~150 attempts per rolling 10 min per IP, then a 10-minute ban (§1.2).
     "kraken": VenueLimits(burst=20, per_second=100 / 600),
+    # Binance: 300 attempts per 5 min per IP (§3.2): half of it sustained.
+    "binance": VenueLimits(burst=20, per_second=150 / 300),
+    # KuCoin: 30 attempts per minute (§2.4): half of it sustained.
+    "kucoin": VenueLimits(burst=5, per_second=15 / 60),
 }
+
+VENUES = ("kraken", "binance", "kucoin")
+
+#: ``urls`` keys: the WebSocket endpoint per venue, plus REST bases.
+URL_KEYS = {
+    "kraken": ("kraken", "url"),
+    "binance": ("binance", "ws_url"),
+    "binance_rest": ("binance", "rest_url"),
+    "kucoin_rest": ("kucoin", "rest_url"),
+}
+
+
+class FeedAdapter(VenueAdapter, Protocol):
+    """What the feed needs from a venue adapter beyond the runtime seam."""
+
+    @property
+    def bad_frames(self) -> int: ...
+
+    def add(self, spec: StreamSpec) -> None: ...
+
+    def streams(self) -> list[str]: ...
+
+    def has_book(self, symbol: str) -> bool: ...
+
+    def book(self, symbol: str) -> Book | None: ...
+
+    def stream_state(self, key: str) -> str: ...
+
+    def counters(self) -> Mapping[str, Any]: ...
+
+
+def _new_adapter(venue: str, options: Any) -> FeedAdapter:
+    if venue == "kraken":
+        return KrakenAdapter(options=options)
+    if venue == "binance":
+        from gapless.venues.binance.adapter import BinanceAdapter
+
+        return BinanceAdapter(options=options)
+    from gapless.venues.kucoin.adapter import KucoinAdapter
+
+    return KucoinAdapter(options=options)
+
+
+def _default_options(venue: str) -> Any:
+    if venue == "kraken":
+        return KrakenOptions()
+    if venue == "binance":
+        from gapless.venues.binance.adapter import BinanceOptions
+
+        return BinanceOptions()
+    from gapless.venues.kucoin.adapter import KucoinOptions
+
+    return KucoinOptions()
 
 
 class Feed:
@@ -59,6 +119,8 @@ class Feed:
         urls: Mapping[str, str] | None = None,
         runtime: RuntimeOptions | None = None,
         kraken: KrakenOptions | None = None,
+        binance: Any = None,
+        kucoin: Any = None,
         capture: str | None = None,
         queue_size: int = 10_000,
         limits: Mapping[str, VenueLimits] | None = None,
@@ -67,32 +129,23 @@ class Feed:
         if not specs:
             raise ConfigError("connect() needs at least one stream")
         self.runtime = runtime or RuntimeOptions()
-        urls = dict(urls or {})
-        unknown = set(urls) - {"kraken"}
-        if unknown:
-            raise ConfigError(f"unknown venue in urls: {sorted(unknown)}")
-        kopts = kraken or KrakenOptions()
-        if "kraken" in urls:
-            kopts = _replace_url(kopts, urls["kraken"])
+        options: dict[str, Any] = {"kraken": kraken, "binance": binance, "kucoin": kucoin}
+        for key, url in (urls or {}).items():
+            if key not in URL_KEYS:
+                raise ConfigError(f"unknown key in urls: {key!r} (known: {sorted(URL_KEYS)})")
+            venue, field_name = URL_KEYS[key]
+            scheme = ("ws://", "wss://") if field_name != "rest_url" else ("http://", "https://")
+            if not url.startswith(scheme):
+                raise ConfigError(f"{key} url must start with {' or '.join(scheme)}, got {url!r}")
+            base = options[venue] or _default_options(venue)
+            options[venue] = dataclasses.replace(base, **{field_name: url.rstrip("/")})
         self._limits = {**DEFAULT_LIMITS, **(limits or {})}
         self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
-        self._adapters: list[KrakenAdapter] = []
+        self._adapters: list[FeedAdapter] = []
         for spec in specs:
-            if spec.venue != "kraken":
-                raise ConfigError(f"venue {spec.venue!r} is not supported yet")
-            # Kraken book messages carry no depth: one book depth per symbol per connection.
-            target = next(
-                (
-                    a
-                    for a in self._adapters
-                    if not (spec.channel == "book" and a.has_book(spec.symbol))
-                ),
-                None,
-            )
-            if target is None:
-                target = KrakenAdapter(options=kopts)
-                self._adapters.append(target)
-            target.add(spec)
+            if spec.venue not in VENUES:
+                raise ConfigError(f"venue {spec.venue!r} is not supported (known: {VENUES})")
+            self._place(spec, options[spec.venue] or _default_options(spec.venue))
         self._capture_path = capture
         self.capture: CaptureWriter | None = None  # opened in __aenter__, not here
         # Public data needs no credentials; if the environment provides some they are
@@ -112,6 +165,27 @@ class Feed:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._leftover: list[Event] = []
+        self._rest: RestClient | None = None
+
+    def _place(self, spec: StreamSpec, venue_options: Any) -> None:
+        """Put a stream on a connection that can carry it, opening one if needed:
+        Kraken book messages carry no depth (one depth per symbol per connection);
+        Binance and KuCoin cap streams/topics per connection (their ``add`` refuses)."""
+        for adapter in self._adapters:
+            if adapter.venue != spec.venue:
+                continue
+            if spec.key in adapter.streams():
+                return
+            if spec.channel == "book" and adapter.has_book(spec.symbol):
+                continue
+            try:
+                adapter.add(spec)
+            except ConfigError:
+                continue
+            return
+        adapter = _new_adapter(spec.venue, venue_options)
+        adapter.add(spec)
+        self._adapters.append(adapter)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Feed:
@@ -122,11 +196,21 @@ class Feed:
                 for value in creds.secrets():
                     self.capture.redact(value)
         buckets: dict[str, TokenBucket] = {}
-        for i, adapter in enumerate(self._adapters, 1):
+        budgets: dict[str, RestBudget] = {}
+        if any(a.venue != "kraken" for a in self._adapters):
+            self._rest = RestClient(record=self._record_rest)
+            await self._rest.__aenter__()
+        counts: dict[str, int] = {}
+        for adapter in self._adapters:
             lim = self._limits[adapter.venue]
             bucket = buckets.setdefault(
                 adapter.venue, TokenBucket(lim.burst, lim.per_second, loop.time())
             )
+            wb = getattr(getattr(adapter, "options", None), "rest_budget", None)
+            budget = None
+            if wb is not None:
+                budget = budgets.setdefault(adapter.venue, RestBudget(wb.capacity, wb.per_second))
+            counts[adapter.venue] = i = counts.get(adapter.venue, 0) + 1
             self.supervisors.append(
                 Supervisor(
                     f"{adapter.venue}#{i}",
@@ -135,6 +219,8 @@ class Feed:
                     self._emit,
                     bucket,
                     capture=self.capture,
+                    rest=self._rest,
+                    rest_budget=budget,
                 )
             )
         self._tg = asyncio.TaskGroup()
@@ -170,11 +256,28 @@ class Feed:
         now = Now(asyncio.get_running_loop().time(), self.runtime.wall_clock())
         for adapter in self._adapters:
             self._leftover.extend(adapter.shutdown(now).events)
+        if self._rest is not None:
+            await self._rest.__aexit__(None, None, None)
+            self._rest = None
         for sup in self.supervisors:
             if sup.closed_event is not None:
                 self._leftover.append(sup.closed_event)
         if self.capture is not None:
             self.capture.close()
+
+    def _record_rest(self, method: str, url: str, status: int | None, body: str) -> None:
+        if self.capture is not None:
+            venue = next((v for v in VENUES if v in url), "rest")
+            self.capture.write(
+                self.runtime.wall_clock() / 1e9,
+                venue,
+                "rest",
+                "rest",
+                method=method,
+                url=safe_url(url),
+                status=status,
+                data=body,
+            )
 
     async def _emit(self, ev: Event) -> None:
         await self._queue.put(ev)
@@ -231,7 +334,7 @@ class Feed:
         return out
 
     @property
-    def adapters(self) -> list[KrakenAdapter]:
+    def adapters(self) -> list[FeedAdapter]:
         return list(self._adapters)
 
     def subscribe(self, spec: StreamSpec) -> None:
@@ -246,9 +349,11 @@ class Feed:
     def _control(self, op: str, spec: StreamSpec) -> None:
         if self._closed:
             raise FeedClosed("feed is closed")
-        if spec.venue != "kraken":
-            raise ConfigError(f"venue {spec.venue!r} is not supported yet")
+        if spec.venue not in VENUES:
+            raise ConfigError(f"venue {spec.venue!r} is not supported (known: {VENUES})")
         for sup, adapter in zip(self.supervisors, self._adapters, strict=True):
+            if adapter.venue != spec.venue:
+                continue
             owns = spec.key in adapter.streams()
             if op == "unsubscribe" and not owns:
                 continue
@@ -266,19 +371,13 @@ class Feed:
         raise ConfigError(f"no connection can carry {spec.key} (one book depth per symbol)")
 
 
-def _replace_url(opts: KrakenOptions, url: str) -> KrakenOptions:
-    import dataclasses
-
-    if not (url.startswith("ws://") or url.startswith("wss://")):
-        raise ConfigError(f"kraken url must be ws:// or wss://, got {url!r}")
-    return dataclasses.replace(opts, url=url)
-
-
 def connect(
     *specs: StreamSpec,
     urls: Mapping[str, str] | None = None,
     runtime: RuntimeOptions | None = None,
     kraken: KrakenOptions | None = None,
+    binance: Any = None,
+    kucoin: Any = None,
     capture: str | None = None,
     queue_size: int = 10_000,
     credentials: Mapping[str, Credentials] | None = None,
@@ -290,6 +389,8 @@ def connect(
         urls=urls,
         runtime=runtime,
         kraken=kraken,
+        binance=binance,
+        kucoin=kucoin,
         capture=capture,
         queue_size=queue_size,
         credentials=credentials,
