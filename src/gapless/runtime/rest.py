@@ -56,13 +56,16 @@ class RestResponse:
 
     @property
     def retry_after_s(self) -> float | None:
-        raw = self.headers.get("Retry-After")
-        if raw is None:
-            return None
-        try:
-            return max(0.0, min(float(raw), 86_400.0))
-        except ValueError:
-            return None
+        """``Retry-After`` (s, Binance §3.11), else KuCoin's ``gw-ratelimit-reset`` (ms, §2.4)."""
+        for name, scale in (("Retry-After", 1.0), ("gw-ratelimit-reset", 1e-3)):
+            raw = self.headers.get(name)
+            if raw is None:
+                continue
+            try:
+                return max(0.0, min(float(raw) * scale, 86_400.0))
+            except ValueError:
+                continue
+        return None
 
     @property
     def text(self) -> str:
@@ -106,6 +109,7 @@ class RestClient:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         body: str | None = None,
+        record_body: bool = True,
     ) -> RestResponse:
         if self._session is None:
             raise ConfigError("RestClient used outside 'async with'")
@@ -145,7 +149,9 @@ class RestClient:
         except aiohttp.ClientError as exc:
             raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
         if self._record is not None:
-            self._record(method, str(url), result.status, result.text)
+            # token endpoints answer with secrets: record that the call happened, not the body
+            shown = result.text if record_body else "<body not recorded: contains a token>"
+            self._record(method, str(url), result.status, shown)
         return result
 
 
@@ -182,8 +188,11 @@ class RestBudget:
         self.tokens -= min(weight, self.capacity)
 
     def on_response(self, status: int, retry_after_s: float | None, now: float) -> None:
-        """429 / 418: stop everything until the venue says so (60 s if it does not)."""
+        """429 / 418: stop everything until the venue says so. Without a hint: 10 s
+        after a 429 (KuCoin's overload form has no headers), 60 s after a 418."""
         if status in (429, 418):
             self.bans += status == 418
-            self.blocked_until = max(self.blocked_until, now + (retry_after_s or 60.0))
+            default = 60.0 if status == 418 else 10.0
+            wait = retry_after_s if retry_after_s is not None else default
+            self.blocked_until = max(self.blocked_until, now + wait)
             self.tokens = min(self.tokens, 0.0)

@@ -236,7 +236,7 @@ class Supervisor:
         await self._to(ConnState.CONNECTING, "dialing")
         pre = self.adapter.prepare_dial(self._now())
         if pre is not None:
-            answer = await self._rest_call(pre)
+            answer = await self._rest_call(pre, record_body=False)
             why = self.adapter.on_dial_rest(answer, self._now())
             if self.capture is not None:
                 for secret in self.adapter.redactions():
@@ -420,7 +420,9 @@ class Supervisor:
     async def _watchdog(self, ws: WsConnection) -> None:
         assert self._loop is not None
         loop = self._loop
-        dead_after = self.options.dead_after_s
+        # a venue whose keepalive is slower than our timer sets a floor (KuCoin pings
+        # every ~18 s; Binance's server pings are answered inside the transport)
+        dead_after = max(self.options.dead_after_s, self.adapter.min_dead_after_s)
         tick = min(1.0, dead_after / 4)
         while True:
             await asyncio.sleep(tick)
@@ -444,7 +446,7 @@ class Supervisor:
             call = await calls.get()
             await queue.put(await self._rest_call(call))
 
-    async def _rest_call(self, call: RestCall) -> RestResult:
+    async def _rest_call(self, call: RestCall, *, record_body: bool = True) -> RestResult:
         """Perform one REST call within the venue's weight budget (never raises)."""
         if self.rest is None:
             return RestResult(call.key, None, b"", error="no REST client configured")
@@ -457,7 +459,9 @@ class Supervisor:
                 await asyncio.sleep(max(wait, 0.001))
             budget.take(call.weight, loop.time())
         try:
-            resp = await self.rest.request(call.method, call.url, params=dict(call.params))
+            resp = await self.rest.request(
+                call.method, call.url, params=dict(call.params), record_body=record_body
+            )
         except GaplessError as exc:
             return RestResult(call.key, None, b"", error=str(exc))
         if budget is not None:

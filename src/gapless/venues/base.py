@@ -141,6 +141,11 @@ class VenueAdapter(Protocol):
         """The dial to ``url`` failed (e.g. rotate to the next instance server)."""
         ...
 
+    @property
+    def min_dead_after_s(self) -> float:
+        """The shortest silence that may mean a dead link for this venue."""
+        ...
+
     def redactions(self) -> list[str]:
         """Secret strings the adapter put into URLs or frames (tokens), to be
         redacted from captures and logs."""

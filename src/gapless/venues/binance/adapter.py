@@ -739,6 +739,13 @@ class BinanceAdapter:
     def on_dial_failed(self, reason: str, now: Now) -> None:
         return None
 
+    @property
+    def min_dead_after_s(self) -> float:
+        """Binance's server pings (every 20 s, §3.3) are answered inside the transport
+        and are invisible here; a quiet market may send nothing else. Dead means no
+        frame for longer than the venue's own pong deadline (60 s)."""
+        return p.PONG_DEADLINE_S + 5.0
+
     def redactions(self) -> list[str]:
         return []
 

@@ -511,6 +511,10 @@ class KrakenAdapter:
     def redactions(self) -> list[str]:
         return []
 
+    @property
+    def min_dead_after_s(self) -> float:
+        return 0.0  # 1 Hz heartbeat while subscribed (§1.3): any floor works
+
     # ------------------------------------------------------------------ timers
     def on_timer(self, now: Now) -> Step:
         out = Step()

@@ -19,7 +19,7 @@ import re
 from gapless.errors import ConfigError
 from gapless.venues.base import StreamSpec
 
-__all__ = ["book", "ticker", "trades"]
+__all__ = ["KucoinAdapter", "KucoinOptions", "book", "ticker", "trades"]
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{1,20}(?:-[A-Z0-9]{1,20}){1,2}")
 
@@ -43,3 +43,7 @@ def trades(symbol: str) -> StreamSpec:
 def ticker(symbol: str) -> StreamSpec:
     """Best bid/ask and last trade, about every 100 ms (§2.6 ``/market/ticker``)."""
     return StreamSpec("kucoin", "ticker", _check_symbol(symbol))
+
+
+# at the end: the adapter imports this package's modules
+from gapless.venues.kucoin.adapter import KucoinAdapter, KucoinOptions  # noqa: E402
