@@ -762,8 +762,10 @@ def test_snapshot_before_any_update_is_held_and_judged_by_the_first_one() -> Non
     assert h.a.book_seq(BTC) == 72
 
 
-def test_rest_429000_waits_out_the_window() -> None:
-    h = H([kucoin.book(BTC), kucoin.book(ETH)], rest_window_s=30.0)
+def test_rest_429000_overload_backs_off_and_a_quota_reset_is_waited_for() -> None:
+    """§2.4: 429000 without gw-ratelimit-* headers is server overload (retry with the
+    usual backoff); with a reset hint it is our quota (wait for the reset)."""
+    h = H([kucoin.book(BTC), kucoin.book(ETH)])
     h.up()
     step = h.answer(b'{"code":"429000","msg":"Too Many Requests"}', status=429)
     assert step.rest == []
@@ -771,17 +773,19 @@ def test_rest_429000_waits_out_the_window() -> None:
     assert h.a.counters()["kucoin:book:BTC-USDT"].rate_limited == 1
     step = h.answer(b'{"code":"429000","msg":"Too Many Requests"}', status=200)
     assert step.rest == []  # 429000 in a 200 body (overload) is the same
-    h.adv(29.0)
+    h.adv(0.5)
     assert h.timer().rest == []
-    h.adv(1.1)
+    h.adv(0.6)
     assert sorted(c.key for c in h.timer().rest) == ["l2:BTC-USDT", "l2:ETH-USDT"]
     h.answer(snap_body(10, BIDS, ASKS))
     step = h.answer(b"", status=429, retry_after_s=3.0)  # Retry-After wins
     h.adv(3.1)
     assert [c.key for c in h.timer().rest] == ["l2:ETH-USDT"]
-    # transport errors and other statuses back off too
+    # transport errors and other statuses back off too (ETH's second failure: 2 s)
     h.answer(b"", status=None, error="timeout")  # type: ignore[arg-type]
     h.adv(1.05)
+    assert h.timer().rest == []
+    h.adv(1.0)
     assert [c.key for c in h.timer().rest] == ["l2:ETH-USDT"]
     h.answer(b"garbage", status=200)
     assert h.a.bad_frames == 1

@@ -204,7 +204,6 @@ class KucoinOptions:
     reject_retry_cap_s: float = 60.0
     rest_retry_base_s: float = 1.0
     rest_retry_cap_s: float = 30.0
-    rest_window_s: float = 30.0  # 429000 without Retry-After: wait out the pool window
     rest_budget: RestBudgetSpec = field(default_factory=RestBudgetSpec)
     endpoint_penalty_s: float = 60.0
     latency_smoothing: float = 0.3
@@ -1006,15 +1005,19 @@ class KucoinAdapter:
         target = st.l2 if st.l2.sync.state is not SyncState.SYNCED else st.shadow
         if target is None:
             return out  # answered after the book went live by other means
-        opts = self.options
         if result.error is not None or result.status is None:
             st.counters.snapshot_errors += 1
             self._retry_snapshot(st, now, out)
             return out
         if p.is_rate_limited(result.status, result.body):
-            # §2.4 429000: wait out the window (the runtime's budget blocks too)
             st.counters.rate_limited += 1
-            wait = result.retry_after_s if result.retry_after_s is not None else opts.rest_window_s
+            if result.retry_after_s is None:
+                # §2.4: 429000 without gw-ratelimit-* headers is server overload, not our
+                # quota: retry with the usual capped backoff (the budget is paced anyway)
+                self._retry_snapshot(st, now, out)
+                return out
+            # quota: wait for the window to reset (the runtime's budget blocks too)
+            wait = result.retry_after_s
             self._rest_blocked_until = max(self._rest_blocked_until, now.mono + wait)
             self._retry_snapshot(st, now, out, wait)
             return out
