@@ -32,7 +32,7 @@ from gapless.runtime.clock import loop_anchored_wall_clock
 from gapless.runtime.feed import Feed, connect
 from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
-from gapless.sim import Fault, KrakenSim, Scenario, SimConfig
+from gapless.sim import KrakenSim, Scenario, SimConfig
 from gapless.venues import kraken
 from gapless.venues.kraken.adapter import KrakenOptions
 
@@ -248,6 +248,3 @@ def _recoveries(faults: list[dict[str, Any]], events: list[Event]) -> dict[str, 
         "per_fault": per_fault,
         "max_recovery_s_by_kind": {k: max(v) for k, v in times.items()},
     }
-
-
-_ = Fault  # re-exported for scenario building in callers

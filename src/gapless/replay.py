@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 
-from gapless.errors import DecodeError
 from gapless.events import Event, Gap
 from gapless.venues.base import Now
 from gapless.venues.kraken.adapter import KrakenAdapter
@@ -152,6 +151,3 @@ class ResultBuilder:
         for adapter in self.result.adapters.values():
             self.result.events.extend(adapter.shutdown(now).events)
         return self.result
-
-
-_ = DecodeError  # decoders raise only DecodeError; replay never sees anything else

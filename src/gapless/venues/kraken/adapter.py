@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
+
 from gapless.book import Book
 from gapless.errors import DecodeError
 from gapless.events import (
@@ -66,6 +68,7 @@ from gapless.venues.numbers import parse_decimal, parse_fixed
 __all__ = ["KrakenAdapter", "KrakenOptions", "StreamCounters"]
 
 VENUE = "kraken"
+_REQUEST_DECODER = msgspec.json.Decoder()  # our own captured requests (replay)
 DEFAULT_URL = "wss://ws.kraken.com/v2"
 
 _PERMANENT_ERRORS = ("Currency pair not supported", "Subscription depth not supported")
@@ -478,8 +481,7 @@ class KrakenAdapter:
                             )
                         )
                     return out
-                assert st.depth is not None
-                st.book = Book(VENUE, st.symbol, st.depth, prec[0], prec[1])
+                self._ensure_book(st, prec)
             self._subscribe([st], now, out)
         elif op == "unsubscribe":
             gone = self._streams.pop(spec.key, None)
@@ -609,14 +611,18 @@ class KrakenAdapter:
             self._subscribe(retry_now, now, out)
         return out
 
+    def _ensure_book(self, st: _Stream, prec: tuple[int, int]) -> None:
+        """Give a book stream a Book at the pair's precisions (§1.9), new if they changed."""
+        if st.book is None or (st.book.price_precision, st.book.qty_precision) != prec:
+            assert st.depth is not None
+            st.book = Book(VENUE, st.symbol, st.depth, prec[0], prec[1])
+
     # ------------------------------------------------------------------ frames
     def observe_sent(self, text: str, now: Now) -> None:
         """Replay only: register a captured outgoing request as if we sent it."""
         try:
-            import msgspec
-
-            msg = msgspec.json.decode(text)
-        except Exception:
+            msg = _REQUEST_DECODER.decode(text)
+        except (msgspec.DecodeError, RecursionError):
             return
         if not isinstance(msg, dict) or msg.get("method") not in ("subscribe", "unsubscribe"):
             return
@@ -640,13 +646,8 @@ class KrakenAdapter:
             st.want_snapshot = channel == "book" or params.get("snapshot") is True
             st.held.clear()
             prec = self.precisions.get(st.symbol)
-            if (
-                channel == "book"
-                and prec is not None
-                and st.depth is not None
-                and (st.book is None or (st.book.price_precision, st.book.qty_precision) != prec)
-            ):
-                st.book = Book(VENUE, st.symbol, st.depth, prec[0], prec[1])
+            if channel == "book" and prec is not None:
+                self._ensure_book(st, prec)
             group.append(st)
         if isinstance(req, int):
             self._pending[req] = group
@@ -760,9 +761,7 @@ class KrakenAdapter:
                     )
                 )
                 continue
-            if st.book is None or (st.book.price_precision, st.book.qty_precision) != prec:
-                assert st.depth is not None
-                st.book = Book(VENUE, st.symbol, st.depth, prec[0], prec[1])
+            self._ensure_book(st, prec)
             ready.append(st)
         self._subscribe(ready, now, out)
 
