@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 import gapless
 from gapless.checker import CheckReport, check
 from gapless.demo import _freeze_books, demo_client_options
-from gapless.events import Event, Gap, GapCause
+from gapless.events import BookSnapshot, Event, Gap, GapCause
 from gapless.runtime.clock import loop_anchored_wall_clock
 from gapless.sim import Fault, KucoinSim, KucoinSimConfig, Scenario
 from gapless.venues import kucoin
@@ -129,3 +131,31 @@ async def test_every_dial_uses_a_fresh_token() -> None:
     assert len(opens) >= 3
     assert len(tokens) >= len(opens)
     assert report.lost == 0
+
+
+async def test_capture_records_rest_per_connection_without_tokens(tmp_path: Path) -> None:
+    """REST exchanges are captured by the connection that made them (venue and
+    conn set); the bullet answer, which carries the token, is never written."""
+    capture = tmp_path / "cap.jsonl"
+    async with KucoinSim(KucoinSimConfig(seed=2, symbols=SYMBOLS[:1])) as sim:
+        _, ropts = demo_client_options("ws://unused")
+        ropts = dataclasses.replace(ropts, wall_clock=loop_anchored_wall_clock())
+        urls = {"kucoin_rest": sim.rest_url}
+        async with gapless.connect(
+            kucoin.book(SYMBOLS[0]), urls=urls, runtime=ropts, capture=str(capture)
+        ) as feed:
+            async for ev in feed:
+                if isinstance(ev, BookSnapshot):
+                    break
+    records = [json.loads(x) for x in capture.read_text().splitlines()]
+    rest = [r for r in records if r["kind"] == "rest"]
+    bullets = [r for r in rest if r["url"].endswith("/bullet-public")]
+    snapshots = [r for r in rest if "/orderbook/level2" in r["url"]]
+    assert bullets
+    assert snapshots
+    assert all(r["venue"] == "kucoin" and r["conn"].startswith("kucoin#1.") for r in rest)
+    assert all(r["data"].startswith("<body not recorded") for r in bullets)
+    assert all(r["status"] == 200 and '"sequence"' in r["data"] for r in snapshots)
+    opens = [r for r in records if r["kind"] == "ws_open"]
+    assert opens
+    assert all("token" not in r["url"] for r in opens)

@@ -27,7 +27,6 @@ from gapless.events import Event
 from gapless.runtime.backoff import TokenBucket
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
-from gapless.runtime.transport import safe_url
 from gapless.secrets import Credentials
 from gapless.sinks.capture import CaptureWriter
 from gapless.venues.base import Now, StreamSpec, VenueAdapter
@@ -198,7 +197,7 @@ class Feed:
         buckets: dict[str, TokenBucket] = {}
         budgets: dict[str, RestBudget] = {}
         if any(a.venue != "kraken" for a in self._adapters):
-            self._rest = RestClient(record=self._record_rest)
+            self._rest = RestClient()
             await self._rest.__aenter__()
         counts: dict[str, int] = {}
         for adapter in self._adapters:
@@ -264,20 +263,6 @@ class Feed:
                 self._leftover.append(sup.closed_event)
         if self.capture is not None:
             self.capture.close()
-
-    def _record_rest(self, method: str, url: str, status: int | None, body: str) -> None:
-        if self.capture is not None:
-            venue = next((v for v in VENUES if v in url), "rest")
-            self.capture.write(
-                self.runtime.wall_clock() / 1e9,
-                venue,
-                "rest",
-                "rest",
-                method=method,
-                url=safe_url(url),
-                status=status,
-                data=body,
-            )
 
     async def _emit(self, ev: Event) -> None:
         await self._queue.put(ev)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -72,17 +72,11 @@ class RestResponse:
         return self.body.decode("utf-8", "replace")
 
 
-Recorder = Callable[[str, str, int | None, str], None]
-
-
 class RestClient:
     """One aiohttp session; use as ``async with RestClient(...) as rest``."""
 
-    def __init__(
-        self, options: RestOptions | None = None, *, record: Recorder | None = None
-    ) -> None:
+    def __init__(self, options: RestOptions | None = None) -> None:
         self.options = options or RestOptions()
-        self._record = record
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
 
@@ -109,7 +103,6 @@ class RestClient:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         body: str | None = None,
-        record_body: bool = True,
     ) -> RestResponse:
         if self._session is None:
             raise ConfigError("RestClient used outside 'async with'")
@@ -148,10 +141,6 @@ class RestClient:
             raise TransportError(f"{method} {url}: no answer within {opts.timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
             raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
-        if self._record is not None:
-            # token endpoints answer with secrets: record that the call happened, not the body
-            shown = result.text if record_body else "<body not recorded: contains a token>"
-            self._record(method, str(url), result.status, shown)
         return result
 
 

@@ -458,12 +458,15 @@ class Supervisor:
                 log.info("%s: REST budget: waiting %.2f s before %s", self.name, wait, call.url)
                 await asyncio.sleep(max(wait, 0.001))
             budget.take(call.weight, loop.time())
+        url = safe_url(call.url)
         try:
-            resp = await self.rest.request(
-                call.method, call.url, params=dict(call.params), record_body=record_body
-            )
+            resp = await self.rest.request(call.method, call.url, params=dict(call.params))
         except GaplessError as exc:
+            self._record("rest", method=call.method, url=url, data=str(exc))
             return RestResult(call.key, None, b"", error=str(exc))
+        # token endpoints answer with secrets: record that the call happened, not the body
+        shown = resp.text if record_body else "<body not recorded: contains a token>"
+        self._record("rest", method=call.method, url=url, status=resp.status, data=shown)
         if budget is not None:
             budget.on_response(resp.status, resp.retry_after_s, loop.time())
         return RestResult(call.key, resp.status, resp.body, resp.retry_after_s)
