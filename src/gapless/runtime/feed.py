@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from gapless.book import Book, BookView
 from gapless.errors import ConfigError, FeedClosed
@@ -186,6 +186,13 @@ class Feed:
         adapter.add(spec)
         self._adapters.append(adapter)
 
+    def _live(self) -> list[FeedAdapter]:
+        """Each connection's current adapter: a make-before-break handover
+        replaces a supervisor's adapter with its successor."""
+        if not self.supervisors:
+            return self._adapters
+        return [cast(FeedAdapter, sup.adapter) for sup in self.supervisors]
+
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Feed:
         loop = asyncio.get_running_loop()
@@ -253,7 +260,9 @@ class Feed:
             # failures stay in the tasks: the TaskGroup re-raises them from __aexit__
             await asyncio.wait(self._tasks)
         now = Now(asyncio.get_running_loop().time(), self.runtime.wall_clock())
-        for adapter in self._adapters:
+        for sup in self.supervisors:
+            self._leftover.extend(sup.final_events(now))
+        for adapter in self._live():
             self._leftover.extend(adapter.shutdown(now).events)
         if self._rest is not None:
             await self._rest.__aexit__(None, None, None)
@@ -292,7 +301,7 @@ class Feed:
     # ------------------------------------------------------------------ state access
     def book(self, symbol: str, venue: str = "kraken", depth: int | None = None) -> BookView | None:
         """The live book for ``symbol`` (check ``.valid`` before trusting it)."""
-        for adapter in self._adapters:
+        for adapter in self._live():
             if adapter.venue != venue:
                 continue
             b = adapter.book(symbol)
@@ -314,13 +323,17 @@ class Feed:
                 "dead_peer": s.dead_peer,
                 "handshake_rejections": s.handshake_rejections,
                 "budget_waits": s.budget_waits,
+                "handovers": s.handovers,
+                "handovers_forced": s.handovers_forced,
+                "handover_failures": s.handover_failures,
+                "planned_disconnect_gaps": s.planned_disconnect_gaps,
                 "bad_frames": getattr(sup.adapter, "bad_frames", 0),
             }
         return out
 
     @property
     def adapters(self) -> list[FeedAdapter]:
-        return list(self._adapters)
+        return list(self._live())
 
     def subscribe(self, spec: StreamSpec) -> None:
         """Add a stream while running. Queued in the connection's bounded outbox
@@ -336,7 +349,7 @@ class Feed:
             raise FeedClosed("feed is closed")
         if spec.venue not in VENUES:
             raise ConfigError(f"venue {spec.venue!r} is not supported (known: {VENUES})")
-        for sup, adapter in zip(self.supervisors, self._adapters, strict=True):
+        for sup, adapter in zip(self.supervisors, self._live(), strict=True):
             if adapter.venue != spec.venue:
                 continue
             owns = spec.key in adapter.streams()

@@ -14,6 +14,16 @@ Per dial, three tasks run in one TaskGroup:
 - **watchdog**: dead-peer timer over *any* frame; on expiry the socket is
   aborted.
 
+**Make-before-break** (:mod:`gapless.runtime.handover`): when the adapter
+flags a planned close (``planned_reconnect``, e.g. Binance ``serverShutdown``
+or the 24 h lifetime) and can build a ``successor()``, a second dial runs
+beside the first with the same streams; its events are held per stream until
+they join the old connection's, then the old connection is retired without
+disconnect gaps and the successor becomes the supervisor's adapter. For
+venues that support it, every keyed market event passes a per-stream
+high-water mark (:class:`~gapless.runtime.handover.Marks`), so the two
+connections never deliver a duplicate.
+
 Between dials the supervisor paces itself with :class:`~gapless.runtime.backoff.Backoff`
 and the venue's connection-attempt token bucket, honours ``Retry-After`` on 429,
 and waits at least 5 s per attempt while the venue is in maintenance. Every
@@ -27,6 +37,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 from gapless.errors import (
     GaplessError,
@@ -36,9 +47,10 @@ from gapless.errors import (
     OutboxFull,
     TransportError,
 )
-from gapless.events import ConnectionState, Event, WatchdogFired
+from gapless.events import ConnectionState, Event, Gap, WatchdogFired
 from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
 from gapless.runtime.clock import WallClock, system_wall_clock
+from gapless.runtime.handover import PLANNED_DETAIL, Handover, Marks
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.state import ConnState, StateMachine
 from gapless.runtime.transport import TransportOptions, WsConnection, open_connection, safe_url
@@ -65,6 +77,12 @@ class RuntimeOptions:
     alert_after_attempts: int = 10
     outbox_size: int = 256
     wall_clock: WallClock = system_wall_clock
+    # make-before-break (planned closes): see gapless.runtime.handover
+    handover_timeout_s: float = 30.0
+    handover_overlap_s: float = 0.5
+    handover_quiet_s: float = 2.0
+    handover_max_pending: int = 100_000
+    handover_retry_s: float = 2.0
 
 
 @dataclass(slots=True)
@@ -79,6 +97,10 @@ class SupervisorStats:
     handshake_rejections: int = 0
     dead_peer: int = 0
     budget_waits: int = 0
+    handovers: int = 0  # planned closes replaced make-before-break
+    handovers_forced: int = 0  # the old connection ended before every stream joined
+    handover_failures: int = 0  # the successor failed: retried, or break-before-make
+    planned_disconnect_gaps: int = 0  # Gap events a planned close caused (goal: 0)
     last_close: str = ""
 
 
@@ -102,6 +124,52 @@ class _End:
 _Item = str | bytes | _Overflow | _End | RestResult
 
 _SLOW_RECONNECT_STATUSES = frozenset({"maintenance", "cancel_only"})
+_RETIRED = "make-before-break handover"
+
+
+@dataclass(frozen=True, slots=True)
+class _DialFailed:
+    reason: str
+    status: int | None = None  # HTTP status of a refused upgrade
+    retry_after_s: float | None = None
+    pre_dial: bool = False  # the pre-dial REST call (token) failed
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionEnd:
+    reason: str
+    live_for: float | None
+    events: list[Event]
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    """One dial of the logical connection: its adapter, socket and queues."""
+
+    adapter: VenueAdapter
+    conn: str
+    shadow: bool = False  # a make-before-break successor, not promoted yet
+    ws: WsConnection | None = None
+    rest_calls: asyncio.Queue[RestCall] | None = None
+    last_frame: float = 0.0
+    live_since: float | None = None
+    retire: str | None = None  # set: the processor ends the session with this reason
+    dialed: asyncio.Future[bool] | None = None  # successor: resolved when its dial ended
+    task: asyncio.Task[_SessionEnd] | None = None
+
+
+class _Successive(Protocol):
+    """An adapter that can be replaced make-before-break."""
+
+    planned_reconnect: str | None
+
+    def successor(self) -> VenueAdapter: ...
+
+    def streams(self) -> list[str]: ...
+
+
+def _hands_over(adapter: VenueAdapter) -> bool:
+    return callable(getattr(adapter, "successor", None)) and hasattr(adapter, "planned_reconnect")
 
 
 class Supervisor:
@@ -119,7 +187,7 @@ class Supervisor:
         rest_budget: RestBudget | None = None,
     ) -> None:
         self.name = name
-        self.adapter = adapter
+        self.adapter = adapter  # the primary connection's adapter (changes at a handover)
         self.options = options
         self._emit = emit
         self.limiter = limiter
@@ -129,14 +197,21 @@ class Supervisor:
         self.stats = SupervisorStats()
         self.slow_reconnect = False  # venue said maintenance / cancel_only
         self.conn = ""
-        self._last_frame = 0.0
-        self._live_since: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.outbox: deque[tuple[str, StreamSpec]] = deque()
         self.rest = rest
         self.rest_budget = rest_budget
-        self._rest_calls: asyncio.Queue[RestCall] | None = None
         self.closed_event: ConnectionState | None = None
+        # make-before-break
+        self._marks: Marks | None = Marks() if _hands_over(adapter) else None
+        self._handover: Handover | None = None
+        self._ho_adapter: VenueAdapter | None = None  # the successor's adapter
+        self._ho_deadline = 0.0
+        self._succ: _Link | None = None
+        self._primary: _Link | None = None
+        self._retry_handover_at = 0.0
+        self._handover_streak = 0
+        self._tg: asyncio.TaskGroup | None = None
 
     def request(self, op: str, spec: StreamSpec) -> None:
         """Queue a control request (bounded; applied in order once connected)."""
@@ -160,29 +235,80 @@ class Supervisor:
     def state(self) -> ConnState:
         return self.sm.state
 
+    @property
+    def handing_over(self) -> bool:
+        """A make-before-break handover is in progress."""
+        return self._handover is not None
+
     async def _to(self, to: ConnState, reason: str, delay_s: float | None = None) -> None:
         if self.sm.state is to:
             return
         prev = self.sm.transition(to, reason)
         extra = f" (waiting {delay_s:.2f} s)" if delay_s is not None else ""
         log.info("%s: %s -> %s: %s%s", self.name, prev, to, reason, extra)
-        await self._emit(
-            ConnectionState(
-                venue=self.adapter.venue,
-                local_ts_ns=self.options.wall_clock(),
-                conn=self.conn or self.name,
-                state=to.value,
-                previous=prev.value,
-                reason=reason,
-                attempt=self.backoff.attempts,
-                delay_s=delay_s,
-            )
+        await self._emit(self._state_event(to, prev, reason, delay_s))
+
+    def _state_event(
+        self, to: ConnState, prev: ConnState, reason: str, delay_s: float | None = None
+    ) -> ConnectionState:
+        return ConnectionState(
+            venue=self.adapter.venue,
+            local_ts_ns=self.options.wall_clock(),
+            conn=self.conn or self.name,
+            state=to.value,
+            previous=prev.value,
+            reason=reason,
+            attempt=self.backoff.attempts,
+            delay_s=delay_s,
         )
 
-    def _record(self, kind: str, **fields: object) -> None:
+    def _record(self, link: _Link, kind: str, **fields: object) -> None:
         if self.capture is not None:
             t = self.options.wall_clock() / 1e9
-            self.capture.write(t, self.adapter.venue, self.conn, kind, **fields)
+            self.capture.write(t, link.adapter.venue, link.conn, kind, **fields)
+
+    async def _deliver(self, link: _Link, events: list[Event]) -> None:
+        """Hand events to the feed. For venues with make-before-break, keyed
+        market events pass the per-stream marks (no duplicate across two
+        connections) and a successor's events wait in the handover until their
+        stream joins."""
+        marks = self._marks
+        if marks is None:
+            for ev in events:
+                await self._emit(ev)
+            return
+        ho = self._handover
+        from_successor = ho is not None and link.adapter is self._ho_adapter
+        now = self._now() if from_successor else None
+        for ev in events:
+            if ho is not None and from_successor:
+                assert now is not None
+                await self._release(ho.offer(ev, now))
+            elif marks.admit(ev, merging=ho is not None):
+                await self._emit_counted(ev)
+
+    async def _release(self, events: list[Event]) -> None:
+        assert self._marks is not None
+        merging = self._handover is not None
+        for ev in events:
+            if self._marks.admit(ev, merging=merging):
+                await self._emit_counted(ev)
+
+    async def _emit_counted(self, ev: Event) -> None:
+        if isinstance(ev, Gap) and ev.detail.startswith(PLANNED_DETAIL):
+            self.stats.planned_disconnect_gaps += 1
+        await self._emit(ev)
+
+    def final_events(self, now: Now) -> list[Event]:
+        """Called by the feed after this supervisor stopped: gaps for streams a
+        forced handover had not joined yet (the adapters report their own)."""
+        ho = self._handover
+        if ho is None or self._succ is not None:
+            return []  # no handover, or the old connection still owned every stream
+        events: list[Event] = list(ho.close(now))
+        self.stats.planned_disconnect_gaps += len(events)
+        self._handover = None
+        return events
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -190,23 +316,21 @@ class Supervisor:
         self._loop = asyncio.get_running_loop()
         delay = 0.0
         try:
-            while True:
-                await self._pace(delay)
-                delay = await self._dial_once()
+            # the TaskGroup owns a make-before-break successor's task
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                while True:
+                    await self._pace(delay)
+                    delay = await self._dial_once()
+        except* GaveUp as group:
+            raise group.exceptions[0] from None
         finally:
+            self._tg = None
             if self.sm.can(ConnState.CLOSED):
                 prev = self.sm.transition(ConnState.CLOSED, "feed closed")
                 log.info("%s: %s -> CLOSED: feed closed", self.name, prev)
                 # delivered by the feed after its tasks ended (no awaiting in teardown)
-                self.closed_event = ConnectionState(
-                    venue=self.adapter.venue,
-                    local_ts_ns=self.options.wall_clock(),
-                    conn=self.conn or self.name,
-                    state=ConnState.CLOSED.value,
-                    previous=prev.value,
-                    reason="feed closed",
-                    attempt=self.backoff.attempts,
-                )
+                self.closed_event = self._state_event(ConnState.CLOSED, prev, "feed closed")
 
     async def _pace(self, delay: float) -> None:
         """Sleep out the backoff delay, then the connection-attempt bucket."""
@@ -229,128 +353,294 @@ class Supervisor:
         if opts.give_up_after is not None and n >= opts.give_up_after:
             raise GaveUp(f"{self.name}: gave up after {n} attempts")
 
-    async def _dial_once(self) -> float:
-        """One dial and, if it connects, one session. Returns the next delay."""
-        self.stats.dials += 1
-        self.conn = f"{self.name}.{self.stats.dials}"
-        await self._to(ConnState.CONNECTING, "dialing")
-        pre = self.adapter.prepare_dial(self._now())
+    async def _dial(self, link: _Link) -> WsConnection | _DialFailed:
+        """Pre-dial REST (if the venue needs it), then the WebSocket handshake."""
+        adapter = link.adapter
+        pre = adapter.prepare_dial(self._now())
         if pre is not None:
-            answer = await self._rest_call(pre, record_body=False)
-            why = self.adapter.on_dial_rest(answer, self._now())
+            answer = await self._rest_call(pre, link, record_body=False)
+            why = adapter.on_dial_rest(answer, self._now())
             if self.capture is not None:
-                for secret in self.adapter.redactions():
+                for secret in adapter.redactions():
                     self.capture.redact(secret)
             if why is not None:
-                self._check_give_up()
-                delay = self.backoff.failure_delay(
-                    maintenance=self.slow_reconnect, retry_after_s=answer.retry_after_s
-                )
-                await self._to(ConnState.BACKOFF, why, delay)
-                return delay
-        url = self.adapter.url
+                return _DialFailed(why, retry_after_s=answer.retry_after_s, pre_dial=True)
+        url = adapter.url
         try:
-            ws = await open_connection(url, self.options.transport)
+            return await open_connection(url, self.options.transport)
         except HandshakeRejected as exc:
-            self.adapter.on_dial_failed(str(exc), self._now())
+            adapter.on_dial_failed(str(exc), self._now())
             self.stats.handshake_rejections += 1
-            self._record("ws_close", url=safe_url(url), status=exc.status, data=str(exc))
-            self._check_give_up()
-            if exc.status in (429, 418):
-                retry = exc.retry_after_s if exc.retry_after_s is not None else 60.0
-                delay = self.backoff.failure_delay(retry_after_s=retry)
-                await self._to(ConnState.CIRCUIT_OPEN, str(exc), delay)
-            elif exc.status == 503:
-                self.slow_reconnect = True
-                delay = self.backoff.failure_delay(
-                    maintenance=True, retry_after_s=exc.retry_after_s
-                )
-                await self._to(ConnState.MAINTENANCE, str(exc), delay)
-            else:
-                delay = self.backoff.failure_delay(
-                    maintenance=self.slow_reconnect, retry_after_s=exc.retry_after_s
-                )
-                await self._to(ConnState.BACKOFF, str(exc), delay)
-            return delay
+            self._record(link, "ws_close", url=safe_url(url), status=exc.status, data=str(exc))
+            return _DialFailed(str(exc), exc.status, exc.retry_after_s)
         except (TransportError, OSError) as exc:
-            self.adapter.on_dial_failed(str(exc), self._now())
-            self._check_give_up()
-            delay = self.backoff.failure_delay(maintenance=self.slow_reconnect)
-            await self._to(ConnState.BACKOFF, str(exc), delay)
-            return delay
+            adapter.on_dial_failed(str(exc), self._now())
+            return _DialFailed(str(exc))
+
+    async def _dial_failed(self, failed: _DialFailed) -> float:
+        """Pace the next attempt after a failed dial; returns the delay."""
+        self._check_give_up()
+        status = failed.status
+        if status in (429, 418):
+            retry = failed.retry_after_s if failed.retry_after_s is not None else 60.0
+            delay = self.backoff.failure_delay(retry_after_s=retry)
+            await self._to(ConnState.CIRCUIT_OPEN, failed.reason, delay)
+        elif status == 503 and not failed.pre_dial:
+            self.slow_reconnect = True
+            delay = self.backoff.failure_delay(maintenance=True, retry_after_s=failed.retry_after_s)
+            await self._to(ConnState.MAINTENANCE, failed.reason, delay)
+        else:
+            delay = self.backoff.failure_delay(
+                maintenance=self.slow_reconnect, retry_after_s=failed.retry_after_s
+            )
+            await self._to(ConnState.BACKOFF, failed.reason, delay)
+        return delay
+
+    async def _dial_once(self) -> float:
+        """One dial and, if it connects, one session (and the sessions of any
+        make-before-break successors it hands over to). Returns the next delay."""
+        self.stats.dials += 1
+        link = _Link(self.adapter, f"{self.name}.{self.stats.dials}")
+        self.conn = link.conn
+        await self._to(ConnState.CONNECTING, "dialing")
+        ws = await self._dial(link)
+        if isinstance(ws, _DialFailed):
+            return await self._dial_failed(ws)
         self.stats.connects += 1
-        reason, live_for = await self._session(ws)
-        self.stats.last_close = reason
-        self.backoff.connection_ended(live_for)
+        link.ws = ws
+        self._primary = link
+        end = await self._session(link)
+        while (successor := await self._after_session(link, end)) is not None:
+            link = successor
+            assert link.task is not None
+            end = await link.task
+        self._primary = None
+        self.stats.last_close = end.reason
+        self.backoff.connection_ended(end.live_for)
+        await self._finish(link, end)
         self._check_give_up()
         if self.slow_reconnect:
             delay = self.backoff.failure_delay(maintenance=True)
-            await self._to(ConnState.MAINTENANCE, reason, delay)
+            await self._to(ConnState.MAINTENANCE, end.reason, delay)
             return delay
         self.stats.reconnects += 1
-        await self._to(ConnState.RECONNECTING, reason)
+        await self._to(ConnState.RECONNECTING, end.reason)
         delay = self.backoff.failure_delay()
         if delay > 0:
             await self._to(ConnState.BACKOFF, "backing off", delay)
         return delay
 
-    # ------------------------------------------------------------------ session
-    async def _session(self, ws: WsConnection) -> tuple[str, float | None]:
+    async def _finish(self, link: _Link, end: _SessionEnd) -> None:
+        """The primary connection ended for good: its end events and the
+        adapter's disconnect bookkeeping (gaps a planned close caused are
+        marked, and counted, through their ``detail``)."""
+        reason = end.reason
+        if self._marks is not None and getattr(link.adapter, "planned_reconnect", None):
+            reason = f"{PLANNED_DETAIL}: {reason}"
+        await self._deliver(link, end.events)
+        await self._deliver(link, link.adapter.on_disconnected(reason, self._now()).events)
+
+    # ------------------------------------------------------------------ make-before-break
+    def _maybe_start_handover(self, link: _Link, now: Now) -> None:
+        """The primary's adapter flagged a planned close: dial a successor."""
+        if (
+            self._marks is None
+            or link is not self._primary
+            or self._succ is not None
+            or self._handover is not None
+            or link.retire is not None
+            or now.mono < self._retry_handover_at
+            or self._tg is None
+        ):
+            return
+        old = cast(_Successive, link.adapter)
+        planned = old.planned_reconnect
+        if not planned:
+            return
+        adapter = old.successor()
+        self.stats.dials += 1
+        succ = _Link(adapter, f"{self.name}.{self.stats.dials}", shadow=True)
         assert self._loop is not None
+        succ.dialed = self._loop.create_future()
+        opts = self.options
+        self._handover = Handover(
+            adapter.venue,
+            cast(_Successive, adapter).streams(),
+            self._marks,
+            now.mono,
+            quiet_s=opts.handover_quiet_s,
+            overlap_s=opts.handover_overlap_s,
+            max_pending=opts.handover_max_pending,
+        )
+        self._ho_adapter = adapter
+        self._ho_deadline = now.mono + opts.handover_timeout_s
+        self._succ = succ
+        log.info(
+            "%s: planned close of %s (%s): dialing %s make-before-break",
+            self.name,
+            link.conn,
+            planned,
+            succ.conn,
+        )
+        succ.task = self._tg.create_task(self._run_successor(succ), name=succ.conn)
+
+    async def _run_successor(self, link: _Link) -> _SessionEnd:
+        assert link.dialed is not None
+        try:
+            ws = await self._dial(link)
+        except BaseException:
+            _resolve(link.dialed, False)
+            raise
+        if isinstance(ws, _DialFailed):
+            _resolve(link.dialed, False)
+            self._abandon(link, f"successor dial failed: {ws.reason}")
+            return _SessionEnd(ws.reason, None, [])
+        link.ws = ws
+        _resolve(link.dialed, True)
+        end = await self._session(link)
+        if link.shadow:
+            self._abandon(link, f"successor ended before the handover: {end.reason}")
+        return end
+
+    def _abandon(self, link: _Link, reason: str) -> None:
+        """The successor failed before taking over: the old connection goes on;
+        try again a little later (the planned close is still ahead)."""
+        if self._succ is not link:
+            return
+        self._succ = None
+        self._handover = None
+        self._ho_adapter = None
+        self.stats.handover_failures += 1
+        self._handover_streak += 1
+        wait = min(self.options.handover_retry_s * 2 ** (self._handover_streak - 1), 30.0)
+        assert self._loop is not None
+        self._retry_handover_at = self._loop.time() + wait
+        log.warning(
+            "%s: make-before-break failed (%s); retrying in %.1f s", self.name, reason, wait
+        )
+
+    async def _after_session(self, old: _Link, end: _SessionEnd) -> _Link | None:
+        """The primary's session ended: promote a successor if one is running."""
+        succ = self._succ
+        if succ is None:
+            return None
+        forced = old.retire is None  # the old connection ended on its own
+        if forced:
+            assert succ.dialed is not None
+            connected = await succ.dialed  # bounded by the transport's connect timeout
+            if not connected or succ.task is None or succ.task.done():
+                self._abandon(succ, f"no successor when {old.conn} ended ({end.reason})")
+                return None
+        ho = self._handover
+        assert ho is not None
+        self._succ = None
+        self._handover_streak = 0
+        succ.shadow = False
+        self.adapter = succ.adapter
+        self.conn = succ.conn
+        self._primary = succ
+        self.stats.handovers += 1
+        reason = f"{_RETIRED}: {old.conn} -> {succ.conn}"
+        if forced:
+            self.stats.handovers_forced += 1
+            reason += f" (forced: {old.conn} ended first: {end.reason})"
+            log.warning("%s: %s", self.name, reason)
+            await self._deliver(old, end.events)
+            await self._release(ho.force(self._now()))
+        else:
+            log.info("%s: %s", self.name, reason)
+        self.stats.last_close = end.reason
+        if ho.all_joined:
+            self._handover = None
+            self._ho_adapter = None
+        await self._emit(self._state_event(self.sm.state, self.sm.state, reason))
+        await self._follow_phase(succ)
+        return succ
+
+    async def _handover_tick(self, now: Now) -> None:
+        ho = self._handover
+        if ho is None:
+            return
+        await self._release(ho.tick(now))
+        if self._succ is None:  # promoted already (forced): done once every stream joined
+            if ho.all_joined:
+                self._handover = None
+                self._ho_adapter = None
+            return
+        old = self._primary
+        if old is None or old.retire is not None:
+            return
+        if not ho.forced and now.mono >= self._ho_deadline and not ho.all_joined:
+            log.warning(
+                "%s: handover deadline: streams %s have not joined; forcing",
+                self.name,
+                ", ".join(ho.unjoined()[:5]),
+            )
+            await self._release(ho.force(now))
+        if ho.forced or ho.ready_to_retire(now.mono):
+            old.retire = _RETIRED
+
+    # ------------------------------------------------------------------ session
+    async def _session(self, link: _Link) -> _SessionEnd:
+        assert self._loop is not None
+        assert link.ws is not None
         loop = self._loop
-        self._last_frame = loop.time()
-        self._live_since = None
-        self._record("ws_open", url=safe_url(self.adapter.url))
+        ws = link.ws
+        link.last_frame = loop.time()
+        link.live_since = None
+        self._record(link, "ws_open", url=safe_url(link.adapter.url))
         queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
         reason = "session ended"
         end_events: list[Event] = []
         # REST answers re-enter the processing queue, so the adapter sees them in order
-        self._rest_calls = asyncio.Queue() if self.rest is not None else None
+        link.rest_calls = asyncio.Queue() if self.rest is not None else None
         try:
             try:
-                await self._to(ConnState.SUBSCRIBING, "connected")
-                # requests queued while disconnected join the registry replayed on connect
-                await self._apply(ws, self._drain_outbox(self._now()))
-                await self._apply(ws, self.adapter.on_connected(self.conn, self._now()))
+                if not link.shadow:
+                    await self._to(ConnState.SUBSCRIBING, "connected")
+                    # requests queued while disconnected join the registry replayed on connect
+                    await self._apply(link, self._drain_outbox(self._now()))
+                await self._apply(link, link.adapter.on_connected(link.conn, self._now()))
             except _Ended as exc:
                 reason, end_events = exc.reason, exc.events
             else:
                 try:
                     async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._reader(ws, queue))
-                        tg.create_task(self._processor(ws, queue))
-                        tg.create_task(self._watchdog(ws))
-                        if self._rest_calls is not None:
-                            tg.create_task(self._rest_worker(self._rest_calls, queue))
+                        tg.create_task(self._reader(link, queue))
+                        tg.create_task(self._processor(link, queue))
+                        tg.create_task(self._watchdog(link))
+                        if link.rest_calls is not None:
+                            tg.create_task(self._rest_worker(link, queue))
                 except* _Ended as group:
                     first = group.exceptions[0]
                     assert isinstance(first, _Ended)
                     reason, end_events = first.reason, first.events
         finally:
             if ws.closed is None:
-                reason = "feed closed" if reason == "session ended" else reason
-                await asyncio.shield(ws.close(1000, "gapless reconnecting"))
-            self._record("ws_close", code=ws.closed.code if ws.closed else None, data=reason)
-        live_for = loop.time() - self._live_since if self._live_since is not None else None
-        for ev in end_events:
-            await self._emit(ev)
-        step = self.adapter.on_disconnected(reason, self._now())
-        for ev in step.events:
-            await self._emit(ev)
-        return reason, live_for
+                if link.retire is not None:
+                    why = link.retire
+                else:
+                    why = "gapless reconnecting"
+                    reason = "feed closed" if reason == "session ended" else reason
+                await asyncio.shield(ws.close(1000, why))
+            self._record(link, "ws_close", code=ws.closed.code if ws.closed else None, data=reason)
+        live_for = loop.time() - link.live_since if link.live_since is not None else None
+        return _SessionEnd(reason, live_for, end_events)
 
-    async def _reader(self, ws: WsConnection, queue: asyncio.Queue[_Item]) -> None:
+    async def _reader(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
         assert self._loop is not None
+        assert link.ws is not None
         loop = self._loop
         stats = self.stats
         capture = self.capture
         wall = self.options.wall_clock
+        venue = link.adapter.venue
         dropped = 0
-        async for frame in ws.frames():
-            self._last_frame = loop.time()
+        async for frame in link.ws.frames():
+            link.last_frame = loop.time()
             stats.frames_in += 1
             if capture is not None:
-                capture.write(wall() / 1e9, self.adapter.venue, self.conn, "ws_in", data=frame)
+                capture.write(wall() / 1e9, venue, link.conn, "ws_in", data=frame)
             if dropped:
                 if queue.full():
                     dropped += 1
@@ -368,13 +658,16 @@ class Supervisor:
             await queue.put(_Overflow(dropped))
         await queue.put(_End())
 
-    async def _processor(self, ws: WsConnection, queue: asyncio.Queue[_Item]) -> None:
+    async def _processor(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
         assert self._loop is not None
+        assert link.ws is not None
         loop = self._loop
-        adapter = self.adapter
+        adapter = link.adapter
         interval = self.options.timer_interval_s
         next_timer = loop.time() + interval
         while True:
+            if link.retire is not None:
+                raise _Ended(link.retire)
             if not queue.empty():
                 item: _Item | None = queue.get_nowait()
             else:
@@ -388,65 +681,76 @@ class Supervisor:
             if now.mono >= next_timer - 0.0005:
                 next_timer = now.mono + interval
                 timer_now = Now(now.mono, now.wall_ns, queue.qsize() + (item is not None))
-                await self._apply(ws, adapter.on_timer(timer_now))
-            if self.outbox:
-                await self._apply(ws, self._drain_outbox(now))
-            if item is None:
-                continue
-            if isinstance(item, (str, bytes)):
-                await self._apply(ws, adapter.on_frame(item, now))
-            elif isinstance(item, RestResult):
-                await self._apply(ws, adapter.on_rest(item, now))
-            elif isinstance(item, _Overflow):
-                log.warning(
-                    "%s: processing queue overflowed, %d frames dropped", self.conn, item.dropped
-                )
-                await self._apply(ws, adapter.on_overflow(item.dropped, now))
-            else:
-                closed = ws.closed
-                if closed is not None and closed.too_large:
-                    await self._apply(
-                        ws,
-                        adapter.on_bad_transport_frame(
-                            f"frame larger than {self.options.transport.max_frame_bytes} bytes",
-                            self.options.transport.max_frame_bytes,
-                            now,
-                        ),
+                await self._apply(link, adapter.on_timer(timer_now))
+                if link is self._primary:
+                    await self._handover_tick(now)
+            primary = link is self._primary
+            if primary and self.outbox and self._handover is None:
+                # held during a handover: the successor was built from the registry
+                await self._apply(link, self._drain_outbox(now))
+            if item is not None:
+                if isinstance(item, (str, bytes)):
+                    await self._apply(link, adapter.on_frame(item, now))
+                elif isinstance(item, RestResult):
+                    await self._apply(link, adapter.on_rest(item, now))
+                elif isinstance(item, _Overflow):
+                    log.warning(
+                        "%s: processing queue overflowed, %d frames dropped",
+                        link.conn,
+                        item.dropped,
                     )
-                code = closed.code if closed else None
-                why = closed.reason if closed and closed.reason else ""
-                raise _Ended(f"connection closed (code {code}{': ' + why if why else ''})")
+                    await self._apply(link, adapter.on_overflow(item.dropped, now))
+                else:
+                    await self._closed(link, now)
+            if primary and self._marks is not None:
+                self._maybe_start_handover(link, now)
 
-    async def _watchdog(self, ws: WsConnection) -> None:
+    async def _closed(self, link: _Link, now: Now) -> None:
+        """The socket ended: a frame-too-large close is reported, then the session ends."""
+        assert link.ws is not None
+        closed = link.ws.closed
+        if closed is not None and closed.too_large:
+            limit = self.options.transport.max_frame_bytes
+            await self._apply(
+                link,
+                link.adapter.on_bad_transport_frame(f"frame larger than {limit} bytes", limit, now),
+            )
+        code = closed.code if closed else None
+        why = closed.reason if closed and closed.reason else ""
+        raise _Ended(f"connection closed (code {code}{': ' + why if why else ''})")
+
+    async def _watchdog(self, link: _Link) -> None:
         assert self._loop is not None
+        assert link.ws is not None
         loop = self._loop
         # a venue whose keepalive is slower than our timer sets a floor (KuCoin pings
         # every ~18 s; Binance's server pings are answered inside the transport)
-        dead_after = max(self.options.dead_after_s, self.adapter.min_dead_after_s)
+        dead_after = max(self.options.dead_after_s, link.adapter.min_dead_after_s)
         tick = min(1.0, dead_after / 4)
         while True:
             await asyncio.sleep(tick)
-            silent = loop.time() - self._last_frame
+            silent = loop.time() - link.last_frame
             if silent > dead_after:
                 self.stats.dead_peer += 1
-                ws.abort()
+                link.ws.abort()
                 ev = WatchdogFired(
-                    venue=self.adapter.venue,
+                    venue=link.adapter.venue,
                     local_ts_ns=self.options.wall_clock(),
-                    conn=self.conn,
+                    conn=link.conn,
                     kind="dead_peer",
                     silent_for_s=silent,
                 )
                 raise _Ended(f"dead peer: no frame for {silent:.1f} s", [ev])
 
-    async def _rest_worker(
-        self, calls: asyncio.Queue[RestCall], queue: asyncio.Queue[_Item]
-    ) -> None:
+    async def _rest_worker(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
+        assert link.rest_calls is not None
         while True:
-            call = await calls.get()
-            await queue.put(await self._rest_call(call))
+            call = await link.rest_calls.get()
+            await queue.put(await self._rest_call(call, link))
 
-    async def _rest_call(self, call: RestCall, *, record_body: bool = True) -> RestResult:
+    async def _rest_call(
+        self, call: RestCall, link: _Link, *, record_body: bool = True
+    ) -> RestResult:
         """Perform one REST call within the venue's weight budget (never raises)."""
         if self.rest is None:
             return RestResult(call.key, None, b"", error="no REST client configured")
@@ -462,50 +766,61 @@ class Supervisor:
         try:
             resp = await self.rest.request(call.method, call.url, params=dict(call.params))
         except GaplessError as exc:
-            self._record("rest", method=call.method, url=url, data=str(exc))
+            self._record(link, "rest", method=call.method, url=url, data=str(exc))
             return RestResult(call.key, None, b"", error=str(exc))
         # token endpoints answer with secrets: record that the call happened, not the body
         shown = resp.text if record_body else "<body not recorded: contains a token>"
-        self._record("rest", method=call.method, url=url, status=resp.status, data=shown)
+        self._record(link, "rest", method=call.method, url=url, status=resp.status, data=shown)
         if budget is not None:
             budget.on_response(resp.status, resp.retry_after_s, loop.time())
         return RestResult(call.key, resp.status, resp.body, resp.retry_after_s)
 
-    async def _apply(self, ws: WsConnection, step: Step) -> None:
+    async def _apply(self, link: _Link, step: Step) -> None:
         if step.rest:
-            if self._rest_calls is None:
+            if link.rest_calls is None:
                 raise LocalProtocolError(f"{self.name}: adapter asked for REST without a client")
             for call in step.rest:
-                self._rest_calls.put_nowait(call)
-        for text in step.sends:
-            self.stats.frames_out += 1
-            self._record("ws_out", data=text)
-            try:
-                await ws.send(text)
-            except GaplessError as exc:
-                raise _Ended(str(exc)) from None
-        for ev in step.events:
-            await self._emit(ev)
+                link.rest_calls.put_nowait(call)
+        if step.sends:
+            assert link.ws is not None
+            for text in step.sends:
+                self.stats.frames_out += 1
+                self._record(link, "ws_out", data=text)
+                try:
+                    await link.ws.send(text)
+                except GaplessError as exc:
+                    raise _Ended(str(exc)) from None
+        if step.events:
+            await self._deliver(link, step.events)
+        if link.shadow:
+            if step.reconnect:
+                raise _Ended(step.reconnect)
+            return
         if step.system_status is not None:
             self.slow_reconnect = step.system_status in _SLOW_RECONNECT_STATUSES
         if step.reconnect:
             raise _Ended(step.reconnect)
-        await self._follow_phase()
+        await self._follow_phase(link)
 
-    async def _follow_phase(self) -> None:
-        phase = self.adapter.phase
+    async def _follow_phase(self, link: _Link) -> None:
+        phase = link.adapter.phase
         target = {
             Phase.SUBSCRIBING: ConnState.SUBSCRIBING,
             Phase.SYNCING: ConnState.SYNCING,
             Phase.LIVE: ConnState.LIVE,
         }[phase]
+        if target is ConnState.LIVE and link.live_since is None:
+            assert self._loop is not None
+            link.live_since = self._loop.time()
         if self.sm.state is target or self.sm.state not in (
             ConnState.SUBSCRIBING,
             ConnState.SYNCING,
             ConnState.LIVE,
         ):
             return
-        if target is ConnState.LIVE and self._live_since is None:
-            assert self._loop is not None
-            self._live_since = self._loop.time()
         await self._to(target, f"adapter phase {phase.value}")
+
+
+def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)

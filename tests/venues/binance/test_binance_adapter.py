@@ -939,7 +939,7 @@ def test_unsubscribe_sends_only_for_streams_the_venue_knows() -> None:
 
 
 def test_server_shutdown_signals_a_planned_reconnect() -> None:
-    h = H([binance.trades(SYM)])
+    h = H([binance.trades(SYM)], make_before_break=False)
     h.up()
     s = h.feed(combined("!serverShutdown", {"e": "serverShutdown", "E": 1770123456789}))
     assert s.reconnect is not None
@@ -954,7 +954,7 @@ def test_server_shutdown_signals_a_planned_reconnect() -> None:
 
 
 def test_make_before_break_leaves_the_planned_switch_to_the_runtime() -> None:
-    h = H([binance.trades(SYM)], make_before_break=True)
+    h = H([binance.trades(SYM)])  # make_before_break is the default
     h.up()
     s = h.feed('{"event":{"e":"serverShutdown","E":1770123456789}}')
     assert s.reconnect is None
@@ -966,7 +966,7 @@ def test_make_before_break_leaves_the_planned_switch_to_the_runtime() -> None:
 
 
 def test_connection_lifetime_signals_a_planned_reconnect_before_the_24h_mark() -> None:
-    h = H([binance.trades(SYM)], lifetime_s=3600.0, lifetime_margin_s=60.0)
+    h = H([binance.trades(SYM)], lifetime_s=3600.0, lifetime_margin_s=60.0, make_before_break=False)
     h.at(100.0)
     h.up()
     t0 = h.a.connected_at

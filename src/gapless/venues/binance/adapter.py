@@ -91,11 +91,12 @@ Decisions, with their sources (protocols.md §3):
   gap's times are 0 (empty in time; the update ids are the statement).
 - **Planned disconnects (§3.2, §3.4)**: ``serverShutdown``, or a connection
   ``lifetime_s - lifetime_margin_s`` old, sets :attr:`BinanceAdapter.planned_reconnect`.
-  Without runtime support for make-before-break (``make_before_break=False``,
-  the default) the adapter also returns ``Step.reconnect = "planned: ..."``
-  (break-before-make: the usual DISCONNECT gaps follow); with it the runtime
-  reads ``planned_reconnect``, builds :meth:`BinanceAdapter.successor` and
-  switches over when the replacement is live.
+  With ``make_before_break`` (the default) the runtime reads it, dials
+  :meth:`BinanceAdapter.successor` beside this connection and switches over
+  per stream once the successor has caught up (:mod:`gapless.runtime.handover`):
+  no Gap. With ``make_before_break=False`` the adapter returns
+  ``Step.reconnect = "planned: ..."`` instead (break-before-make: the usual
+  DISCONNECT gaps follow).
 - **Keepalive (§3.3)**: server pings are answered by the transport
   (websockets answers pings itself, with the payload); a dead peer is the
   runtime's watchdog. ``book_stale_after_s`` (off by default: a quiet book
@@ -201,7 +202,7 @@ class BinanceOptions:
     rest_budget: WeightBudget = DEFAULT_REST_BUDGET
     lifetime_s: float = p.CONNECTION_LIFETIME_S
     lifetime_margin_s: float = 60.0
-    make_before_break: bool = False  # the runtime replaces planned closes itself
+    make_before_break: bool = True  # the runtime replaces planned closes itself
     max_buffer: int = 10_000  # diff events held per book while waiting for a snapshot
 
     def __post_init__(self) -> None:
