@@ -1061,6 +1061,44 @@ def test_book_keeps_only_the_window_the_snapshot_vouches_for_and_refreshes() -> 
 # ---------------------------------------------------------------- secrets and shutdown
 
 
+def test_lifetime_flags_a_planned_reconnect_before_the_24h_close() -> None:
+    h = H([kucoin.trades(BTC)], lifetime_s=3600.0, lifetime_margin_s=60.0)
+    h.up()
+    h.adv(3539.0)
+    assert not h.timer().reconnect
+    assert h.a.planned_reconnect is None
+    h.adv(1.0)
+    step = h.timer()
+    assert step.reconnect is None  # make-before-break: the runtime replaces the connection
+    assert h.a.planned_reconnect is not None
+    assert "lifetime" in h.a.planned_reconnect
+    assert h.a.planned_reconnects == 1
+    h.adv(5.0)
+    h.timer()
+    assert h.a.planned_reconnects == 1  # once per connection
+    nxt = h.a.successor()
+    assert nxt is not h.a
+    assert nxt.streams() == h.a.streams()
+    assert nxt.options is h.a.options
+    assert nxt.endpoint_latency_s == h.a.endpoint_latency_s
+    h.disconnect()
+    h.dial()
+    h.connect()
+    assert h.a.planned_reconnect is None  # a new connection has its own lifetime
+    assert KucoinOptions().lifetime_s == 86400.0
+
+
+def test_lifetime_without_make_before_break_reconnects() -> None:
+    h = H([kucoin.trades(BTC)], lifetime_s=100.0, lifetime_margin_s=10.0, make_before_break=False)
+    h.up()
+    h.adv(90.0)
+    step = h.timer()
+    assert step.reconnect is not None
+    assert step.reconnect.startswith("planned: ")
+    with pytest.raises(ConfigError):
+        KucoinOptions(lifetime_s=10.0, lifetime_margin_s=10.0)
+
+
 def test_token_never_appears_in_events_reasons_or_reprs() -> None:
     h = H([kucoin.book(BTC), kucoin.trades(BTC)])
     url = h.dial()

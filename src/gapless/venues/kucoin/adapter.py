@@ -107,8 +107,13 @@ Decisions, with their sources:
   is a :class:`~gapless.events.BadFrame`; the streams it may have belonged to
   (from its ``topic`` when readable, else all) are resynced. Deadlines (welcome,
   pong, ack, staleness) are judged only when ``now.backlog == 0``.
-- Lifetime close (24 h) and ``token is expired`` are ordinary reconnects with a
-  new bullet; their gaps are declared like any disconnect.
+- **Lifetime (§2.1)**: a connection ``lifetime_s - lifetime_margin_s`` old sets
+  :attr:`KucoinAdapter.planned_reconnect`; with ``make_before_break`` (the
+  default) the runtime dials :meth:`KucoinAdapter.successor` (its own bullet)
+  beside it and switches over per stream without a gap
+  (:mod:`gapless.runtime.handover`). ``token is expired`` and a close the client
+  did not see coming are ordinary reconnects with a new bullet; their gaps are
+  declared like any disconnect.
 """
 
 from __future__ import annotations
@@ -211,6 +216,9 @@ class KucoinOptions:
     time_gap_margin_s: float = 0.25
     uplink_max_per_10s: int = 90
     max_buffer: int = 10_000
+    lifetime_s: float = p.CONNECTION_LIFETIME_S
+    lifetime_margin_s: float = 60.0
+    make_before_break: bool = True  # the runtime replaces planned closes itself
 
     def __post_init__(self) -> None:
         if not self.rest_url.startswith(("https://", "http://")):
@@ -227,6 +235,8 @@ class KucoinOptions:
             raise ConfigError("book_refresh_fraction must be within (0, 1]")
         if not 0 < self.latency_smoothing <= 1:
             raise ConfigError("latency_smoothing must be within (0, 1]")
+        if self.lifetime_margin_s < 0 or self.lifetime_s <= self.lifetime_margin_s:
+            raise ConfigError("lifetime_s must exceed lifetime_margin_s >= 0")
 
 
 class _St(enum.Enum):
@@ -385,6 +395,8 @@ class KucoinAdapter:
         self.connected = False
         self.welcomed = False
         self._connected_mono = 0.0
+        self.planned_reconnect: str | None = None  # set: replace this connection (§2.1)
+        self.planned_reconnects = 0
         self._next_id = 1
         self._pending: dict[str, _Req] = {}
         self._deferred: deque[tuple[str, _Req | None]] = deque()
@@ -473,6 +485,14 @@ class KucoinAdapter:
 
     def streams(self) -> list[str]:
         return list(self._streams)
+
+    def successor(self) -> KucoinAdapter:
+        """A fresh adapter for the same topics and options (make-before-break: the
+        runtime dials it while this one still delivers); it keeps the measured
+        instance latencies, so it prefers the fastest server."""
+        nxt = KucoinAdapter([st.spec for st in self._streams.values()], self.options)
+        nxt.endpoint_latency_s = dict(self.endpoint_latency_s)
+        return nxt
 
     def book(self, symbol: str) -> Book | None:
         st = self._books.get(symbol)
@@ -600,6 +620,7 @@ class KucoinAdapter:
         self.connected = True
         self.welcomed = False
         self._connected_mono = now.mono
+        self.planned_reconnect = None
         if self._endpoint is not None and self._dial_mono is not None:
             sample = max(0.0, now.mono - self._dial_mono)
             old = self.endpoint_latency_s.get(self._endpoint)
@@ -1294,6 +1315,15 @@ class KucoinAdapter:
                 )
                 out.reconnect = f"no welcome within {opts.welcome_timeout_s:g} s"
             return out
+        if (
+            self.planned_reconnect is None
+            and now.mono - self._connected_mono >= opts.lifetime_s - opts.lifetime_margin_s
+        ):
+            # §2.1: the venue closes a connection at 24 h; replace it before that
+            self.planned_reconnect = f"connection lifetime {opts.lifetime_s:g} s reached (§2.1)"
+            self.planned_reconnects += 1
+            if not opts.make_before_break:
+                out.reconnect = f"planned: {self.planned_reconnect}"
         # keepalive (§2.3)
         if self._ping_outstanding is not None:
             _, sent = self._ping_outstanding
