@@ -449,3 +449,34 @@ def test_accepts_generators() -> None:
 def test_level_type_is_what_book_views_return() -> None:
     view = _view([("100.0", "1")], [])
     assert view.bids() == (Level(Decimal("100.0"), Decimal("1.00000000")),)
+
+
+def test_book_ticker_scope_starts_at_the_first_delivered_update_id() -> None:
+    # Binance acks carry no time and bookTicker carries none either: the first
+    # delivered update id opens the scope, like a trade id
+    from gapless.events import BookTicker
+
+    stream = "binance:book_ticker:BTCUSDT"
+
+    def bt(u: int) -> BookTicker:
+        one = Decimal(1)
+        return BookTicker(
+            venue="binance",
+            local_ts_ns=0,
+            symbol="BTCUSDT",
+            exchange_ts_ns=0,
+            stream=stream,
+            bid=one,
+            bid_qty=one,
+            ask=one,
+            ask_qty=one,
+            update_id=u,
+        )
+
+    truth = [
+        {"k": "book_ticker", "venue": "binance", "symbol": "BTCUSDT", "u": u, "ts_ns": 0}
+        for u in (5, 9, 12, 15)
+    ]
+    r = check(truth, [subscribed(stream, None), bt(9), bt(15)])
+    assert (r.published, r.delivered_once, r.lost) == (3, 2, 1)  # 5 before scope; 12 lost
+    assert r.streams[stream].lost_examples[0]["u"] == 12

@@ -159,7 +159,12 @@ def test_demo_json_report_with_a_scenario_file(tmp_path: Path) -> None:
         "books_equal",
     ):
         assert key in report
-    assert report["faults"] == 3
+    assert report["venues"] == ["kraken", "binance", "kucoin"]
+    # abort and close go to every venue; corrupt_checksum only to Kraken's simulator
+    assert report["faults"] == 7
+    assert report["fault_kinds"]["kraken:corrupt_checksum"] == 1
+    assert report["fault_kinds"]["binance:abort"] == report["fault_kinds"]["kucoin:close"] == 1
+    assert report["planned_disconnect_gaps"] == 0
     assert report["lost"] == report["duplicated"] == report["unexpected"] == 0
     assert report["books_equal"] is True
     assert report["reconnects"] >= 2

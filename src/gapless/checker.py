@@ -147,7 +147,7 @@ def _truth_item(rec: Mapping[str, Any], default_venue: str) -> _Item | None:
 
 
 def _event_key(ev: Event) -> tuple[_Key, int | None] | None:
-    """The delivered event's key and, for books, its sequence (for scope)."""
+    """The delivered event's key and, where it has one, its sequence (for scope)."""
     if isinstance(ev, Trade):
         return (ev.stream, (ev.trade_id,)), ev.trade_id
     if isinstance(ev, BookUpdate):
@@ -158,7 +158,8 @@ def _event_key(ev: Event) -> tuple[_Key, int | None] | None:
         return (ev.stream, (ev.exchange_ts_ns,)), None
     if isinstance(ev, BookTicker):
         if ev.update_id is not None:
-            return (ev.stream, (ev.update_id,)), None
+            # sequenced like trades: with no ack time, the first delivered id opens the scope
+            return (ev.stream, (ev.update_id,)), ev.update_id
         return (ev.stream, (ev.exchange_ts_ns,)), None
     return None
 

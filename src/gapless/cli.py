@@ -101,21 +101,42 @@ def demo(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report as one JSON object on the last line.")
     ] = False,
+    venues: Annotated[
+        str, typer.Option(help="Comma-separated venues to simulate and stream.")
+    ] = "kraken,binance,kucoin",
     symbols: Annotated[
-        str, typer.Option(help="Comma-separated symbols.")
+        str, typer.Option(help="Comma-separated Kraken symbols.")
     ] = "BTC/USD,ETH/USD,ALGO/USD",
-    depth: Annotated[int, typer.Option(help="Book depth (10, 25, 100, 500, 1000).")] = 10,
+    binance_symbols: Annotated[
+        str, typer.Option(help="Comma-separated Binance symbols.")
+    ] = "BTCUSDT,ETHUSDT",
+    kucoin_symbols: Annotated[
+        str, typer.Option(help="Comma-separated KuCoin symbols.")
+    ] = "BTC-USDT,ETH-USDT",
+    depth: Annotated[int, typer.Option(help="Kraken book depth (10, 25, 100, 500, 1000).")] = 10,
     scenario: Annotated[
-        Path | None, typer.Option(help="Fault scenario JSON file instead of random chaos.")
+        Path | None,
+        typer.Option(
+            help="Fault scenario JSON file instead of random chaos (each fault goes to every "
+            "venue whose simulator implements its kind)."
+        ),
     ] = None,
-    min_faults: Annotated[int, typer.Option(help="Faults in the random chaos schedule.")] = 12,
-    truth: Annotated[Path | None, typer.Option(help="Write the sim's ground truth here.")] = None,
+    min_faults: Annotated[
+        int,
+        typer.Option(help="Faults in Kraken's random schedule (Binance, KuCoin: half, >= 4)."),
+    ] = 12,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Write the ground truth here (PATH.<venue> with several venues)."),
+    ] = None,
     capture: Annotated[
         Path | None, typer.Option(help="Write the client's raw capture here.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level (stderr).")] = "WARNING",
 ) -> None:
-    """Run the simulator with a chaos schedule and a client, then print the integrity report."""
+    """Run the venue simulators with a chaos schedule and one client, then print the
+    integrity report (exit 1 if anything was lost, duplicated or unexpected, a book
+    differs, or a planned close caused a gap)."""
     from gapless.demo import run_demo
     from gapless.sim import Scenario
 
@@ -132,7 +153,9 @@ def demo(
         return await run_demo(
             duration,
             seed,
-            symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),
+            venues=_csv(venues),
+            symbols=_csv(symbols),
+            venue_symbols={"binance": _csv(binance_symbols), "kucoin": _csv(kucoin_symbols)},
             depth=depth,
             scenario=sc,
             min_faults=min_faults,
@@ -145,11 +168,14 @@ def demo(
         if json_out:
             result = asyncio.run(main())
         else:
-            err.print(f"[bold]gapless demo[/]: {duration:g} s, seed {seed}, simulator on loopback")
+            err.print(
+                f"[bold]gapless demo[/]: {venues}, {duration:g} s, seed {seed}, "
+                "simulators on loopback"
+            )
             with Live(view.table(None), console=err, refresh_per_second=4) as lv:
                 live = lv
                 result = asyncio.run(main())
-    except GaplessError as exc:
+    except (GaplessError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     summary = result.summary
@@ -157,8 +183,21 @@ def demo(
         print(json.dumps(summary, sort_keys=True))
     else:
         _print_report(summary)
-    ok = summary["lost"] == 0 and summary["duplicated"] == 0 and summary["unexpected"] == 0
-    raise typer.Exit(0 if ok and summary["books_equal"] else 1)
+    raise typer.Exit(0 if _verdict(summary) else 1)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _verdict(s: dict[str, Any]) -> bool:
+    return bool(
+        s["lost"] == 0
+        and s["duplicated"] == 0
+        and s["unexpected"] == 0
+        and s["books_equal"]
+        and s.get("planned_disconnect_gaps", 0) == 0
+    )
 
 
 class _Progress:
@@ -208,7 +247,10 @@ def _print_report(s: dict[str, Any]) -> None:
         "duplicated",
         "unexpected",
         "gaps",
+        "sequence_gaps",
         "reconnects",
+        "handovers",
+        "planned_disconnect_gaps",
         "checksum_ok",
         "checksum_mismatch",
         "faults",
@@ -217,9 +259,18 @@ def _print_report(s: dict[str, Any]) -> None:
     ):
         t.add_row(key, str(s.get(key)))
     out.print(t)
+    per_venue = s.get("per_venue") or {}
+    if per_venue:
+        v = Table(title="per venue")
+        cols = ("published", "delivered_once", "in_declared_gaps", "lost", "duplicated", "gaps")
+        v.add_column("venue")
+        for c in cols:
+            v.add_column(c, justify="right")
+        for venue, row in per_venue.items():
+            v.add_row(venue, *(str(row.get(c)) for c in cols))
+        out.print(v)
     out.print("fault kinds:", s.get("fault_kinds"))
-    verdict = s["lost"] == 0 and s["duplicated"] == 0 and s["unexpected"] == 0 and s["books_equal"]
-    out.print("[green]PASS[/]: no silent gaps" if verdict else "[red]FAIL[/]")
+    out.print("[green]PASS[/]: no silent gaps" if _verdict(s) else "[red]FAIL[/]")
 
 
 # ---------------------------------------------------------------------------- stream
@@ -394,7 +445,8 @@ def replay(
     out.print(t)
     out.print(
         f"frames {summary['frames']}  events {summary['events']}  gaps {summary['gaps']}  "
-        f"bad frames {summary['bad_frames']}"
+        f"sequence gaps {summary['sequence_gaps']}  bad frames {summary['bad_frames']}  "
+        f"bad records {summary['bad_records']}"
     )
 
 

@@ -1,18 +1,26 @@
-"""``gapless demo``: the embedded simulator, a chaos schedule, a client, and the checker.
+"""``gapless demo``: the embedded simulators, a chaos schedule, one client, and the checker.
 
 Runs everything in one process over real loopback sockets:
 
-1. starts :class:`gapless.sim.KrakenSim` (seeded market, ground-truth log),
-2. schedules a chaos scenario drawn from the fault catalogue (design.md §4),
-3. streams books, trades and tickers of a few symbols through ``gapless.connect``,
-4. after ``duration`` stops the market, lets the client converge, closes it,
+1. starts the simulator of each venue (Kraken, Binance and KuCoin by default;
+   seeded markets, ground-truth logs), with the 24 h connection lifetime of
+   Binance and KuCoin compressed to :data:`DEMO_LIFETIME_S`,
+2. schedules a seeded chaos scenario per venue, drawn from the fault kinds its
+   simulator implements (design.md §4): sequence gaps, stale snapshots, token
+   expiry, 509, rate-limit closes, ``serverShutdown``, bans, aborts, ...,
+3. streams books, trades and tickers of a few symbols per venue through one
+   ``gapless.connect``,
+4. after ``duration`` stops the markets, lets the client converge, closes it,
 5. classifies every published event with :mod:`gapless.checker` and compares
-   final books.
+   final books (Kraken: the subscribed depth; Binance/KuCoin: top 50 levels).
+
+Planned closes (Binance ``serverShutdown`` and both venues' lifetime) are
+replaced make-before-break; ``planned_disconnect_gaps`` counts every ``Gap``
+they caused (the goal is 0) and ``handovers`` how many there were, by reason.
 
 Client timeouts are shortened for the demo (dead-peer 3 s, staleness 3 s,
-ping every 5 s) so recoveries fit in a one-minute run; the production
-defaults are in :class:`~gapless.venues.kraken.KrakenOptions` and
-:class:`~gapless.runtime.supervisor.RuntimeOptions`.
+ping every 5 s) so recoveries fit in a short run; the production defaults are
+in the venues' options classes and :class:`~gapless.runtime.supervisor.RuntimeOptions`.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import asyncio
 import contextlib
 import dataclasses
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from gapless.checker import check
@@ -32,13 +41,81 @@ from gapless.runtime.clock import loop_anchored_wall_clock
 from gapless.runtime.feed import Feed, connect
 from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
-from gapless.sim import KrakenSim, Scenario, SimConfig
-from gapless.venues import kraken
+from gapless.sim import (
+    BinanceSim,
+    BinanceSimConfig,
+    Fault,
+    KrakenSim,
+    KucoinSim,
+    KucoinSimConfig,
+    Scenario,
+    SimConfig,
+)
+from gapless.venues import binance, kraken, kucoin
+from gapless.venues.base import StreamSpec
+from gapless.venues.binance.adapter import BinanceOptions
 from gapless.venues.kraken.adapter import KrakenOptions
+from gapless.venues.kucoin.adapter import KucoinOptions
 
-__all__ = ["DemoResult", "demo_client_options", "run_demo"]
+__all__ = [
+    "DEMO_VENUES",
+    "DemoResult",
+    "demo_client_options",
+    "demo_venue_options",
+    "run_demo",
+]
 
+DEMO_VENUES = ("kraken", "binance", "kucoin")
 DEFAULT_SYMBOLS = ("BTC/USD", "ETH/USD", "ALGO/USD")
+DEFAULT_VENUE_SYMBOLS: dict[str, tuple[str, ...]] = {
+    "kraken": DEFAULT_SYMBOLS,
+    "binance": ("BTCUSDT", "ETHUSDT"),
+    "kucoin": ("BTC-USDT", "ETH-USDT"),
+}
+
+#: The compressed "24 h" connection lifetime of the Binance and KuCoin simulators.
+DEMO_LIFETIME_S = 15.0
+#: The client replaces a connection this long before the lifetime ends.
+DEMO_LIFETIME_MARGIN_S = 4.0
+
+#: Fault kinds per venue for the random schedule. Left out: Binance
+#: ``silent_stall`` (its dead-peer floor is 65 s, longer than a demo: a known
+#: limit, see docs/binance.md) and ``data_stall`` (its bookTicker has no sequence
+#: to show withheld frames); KuCoin ``maintenance``; ``lifetime_close`` (the
+#: configured lifetime closes connections on its own).
+DEMO_FAULT_KINDS: dict[str, tuple[str, ...]] = {
+    "binance": (
+        "abort",
+        "close",
+        "burst",
+        "malformed",
+        "ban",
+        "server_shutdown",
+        "rate_limit_close",
+        "depth_gap",
+        "stale_snapshot",
+        "rest_429",
+        "rest_418",
+    ),
+    "kucoin": (
+        "abort",
+        "close",
+        "burst",
+        "malformed",
+        "silent_stall",
+        "data_stall",
+        "token_expiry",
+        "level2_gap",
+        "stale_snapshot",
+        "topic_limit",
+        "instance_down",
+        "rest_429",
+    ),
+}
+
+#: Levels of the Binance and KuCoin books compared at the end (their REST
+#: snapshots are deeper than any client keeps verified).
+COMPARE_DEPTH = 50
 
 
 def demo_client_options(url: str) -> tuple[KrakenOptions, RuntimeOptions]:
@@ -62,6 +139,22 @@ def demo_client_options(url: str) -> tuple[KrakenOptions, RuntimeOptions]:
     return kopts, ropts
 
 
+def demo_venue_options() -> tuple[BinanceOptions, KucoinOptions]:
+    """Binance and KuCoin settings for short runs (lifetime as the simulators')."""
+    bopts = BinanceOptions(
+        subscribe_ack_timeout_s=3.0,
+        snapshot_timeout_s=5.0,
+        lifetime_s=DEMO_LIFETIME_S,
+        lifetime_margin_s=DEMO_LIFETIME_MARGIN_S,
+    )
+    kuopts = KucoinOptions(
+        subscribe_ack_timeout_s=3.0,
+        lifetime_s=DEMO_LIFETIME_S,
+        lifetime_margin_s=DEMO_LIFETIME_MARGIN_S,
+    )
+    return bopts, kuopts
+
+
 @dataclass(slots=True)
 class DemoResult:
     summary: dict[str, Any]
@@ -69,11 +162,31 @@ class DemoResult:
     truth: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _truth_path(path: str | None, venue: str, venues: Sequence[str]) -> str | None:
+    """One truth file per simulator: the path itself for a single venue, else
+    ``<path>.<venue>``."""
+    if path is None:
+        return None
+    return path if len(venues) == 1 else f"{path}.{venue}"
+
+
+def _split(scenario: Scenario, kinds: Mapping[str, tuple[str, ...]]) -> dict[str, Scenario]:
+    """A scenario file's faults, each to every venue whose simulator has the kind."""
+    out: dict[str, list[Fault]] = {v: [] for v in kinds}
+    for f in scenario.faults:
+        for venue, known in kinds.items():
+            if f.kind in known:
+                out[venue].append(f)
+    return {v: Scenario(fs) for v, fs in out.items()}
+
+
 async def run_demo(
     duration_s: float = 60.0,
     seed: int = 7,
     *,
+    venues: Sequence[str] = DEMO_VENUES,
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS,
+    venue_symbols: Mapping[str, tuple[str, ...]] | None = None,
     depth: int = 10,
     scenario: Scenario | None = None,
     min_faults: int = 12,
@@ -83,59 +196,128 @@ async def run_demo(
     progress: Callable[[dict[str, Any]], None] | None = None,
     converge_timeout_s: float = 20.0,
 ) -> DemoResult:
-    config = SimConfig(
-        seed=seed, symbols=tuple(symbols), tick_rate_hz=tick_rate_hz, truth_path=truth_path
-    )
+    """Run the demo. ``symbols`` are Kraken's; ``venue_symbols`` overrides the
+    others'. ``min_faults`` is the Kraken schedule's minimum; Binance and KuCoin
+    get at least ``max(4, min_faults // 2)`` each (more while the run has room)."""
+    venues = tuple(dict.fromkeys(venues))
+    unknown = [v for v in venues if v not in DEMO_VENUES]
+    if unknown or not venues:
+        raise ValueError(f"unknown venues {unknown} (known: {', '.join(DEMO_VENUES)})")
+    syms = {**DEFAULT_VENUE_SYMBOLS, **(venue_symbols or {}), "kraken": tuple(symbols)}
     events: list[Event] = []
-    async with KrakenSim(config) as sim:
-        if scenario is None:
-            scenario = Scenario.chaos(duration_s, seed, min_faults=min_faults)
-        kopts, ropts = demo_client_options(sim.url)
-        # wall stamps tied to the loop clock, like the simulator's: consistent in virtual time
+    async with contextlib.AsyncExitStack() as stack:
+        sims: dict[str, Any] = {}
+        if "kraken" in venues:
+            sims["kraken"] = await stack.enter_async_context(
+                KrakenSim(
+                    SimConfig(
+                        seed=seed,
+                        symbols=syms["kraken"],
+                        tick_rate_hz=tick_rate_hz,
+                        truth_path=_truth_path(truth_path, "kraken", venues),
+                    )
+                )
+            )
+        if "binance" in venues:
+            sims["binance"] = await stack.enter_async_context(
+                BinanceSim(
+                    BinanceSimConfig(
+                        seed=seed,
+                        symbols=syms["binance"],
+                        tick_rate_hz=tick_rate_hz,
+                        lifetime_s=DEMO_LIFETIME_S,
+                        truth_path=_truth_path(truth_path, "binance", venues),
+                    )
+                )
+            )
+        if "kucoin" in venues:
+            sims["kucoin"] = await stack.enter_async_context(
+                KucoinSim(
+                    KucoinSimConfig(
+                        seed=seed,
+                        symbols=syms["kucoin"],
+                        tick_rate_hz=tick_rate_hz,
+                        lifetime_s=DEMO_LIFETIME_S,
+                        truth_path=_truth_path(truth_path, "kucoin", venues),
+                    )
+                )
+            )
+        scenarios = _scenarios(venues, scenario, duration_s, seed, min_faults)
+        kopts, ropts = demo_client_options(sims["kraken"].url if "kraken" in sims else "")
+        bopts, kuopts = demo_venue_options()
+        # wall stamps tied to the loop clock, like the simulators': consistent in virtual time
         ropts = dataclasses.replace(ropts, wall_clock=loop_anchored_wall_clock())
-        specs = []
-        for s in symbols:
-            specs += [kraken.book(s, depth=depth), kraken.trades(s), kraken.ticker(s)]
+        specs: list[StreamSpec] = []
+        urls: dict[str, str] = {}
+        if "kraken" in sims:
+            for s in syms["kraken"]:
+                specs += [kraken.book(s, depth=depth), kraken.trades(s), kraken.ticker(s)]
+        if "binance" in sims:
+            urls |= {"binance": sims["binance"].ws_url, "binance_rest": sims["binance"].rest_url}
+            for s in syms["binance"]:
+                specs += [binance.book(s), binance.trades(s), binance.book_ticker(s)]
+        if "kucoin" in sims:
+            urls["kucoin_rest"] = sims["kucoin"].rest_url
+            for s in syms["kucoin"]:
+                specs += [kucoin.book(s), kucoin.trades(s), kucoin.ticker(s)]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        feed = connect(*specs, kraken=kopts, runtime=ropts, capture=capture)
+        feed = connect(
+            *specs,
+            urls=urls,
+            kraken=kopts if "kraken" in sims else None,
+            binance=bopts,
+            kucoin=kuopts,
+            runtime=ropts,
+            capture=capture,
+        )
         async with feed:
-            sim.schedule(scenario)
+            for venue, sim in sims.items():
+                sim.schedule(scenarios[venue])
             consumer = asyncio.create_task(_consume(feed, events))
             try:
                 while (elapsed := loop.time() - started) < duration_s:
                     await asyncio.sleep(min(0.5, max(0.0, duration_s - elapsed)))
                     if progress is not None:
-                        progress(_progress(feed, sim, events, elapsed))
-                await sim.quiesce()
-                final = sim.final_books()
-                await _converge(feed, final, depth, converge_timeout_s)
+                        progress(_progress(feed, sims, events, elapsed))
+                for sim in sims.values():
+                    await sim.quiesce()
+                final = _final_books(sims, depth)
+                await _converge(feed, final, converge_timeout_s)
             finally:
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await consumer
-            client_books = {(s, depth): feed.book(s, depth=depth) for s in symbols}
-            valid_at_end = {k: (v.valid if v else False) for k, v in client_books.items()}
-            report_books = _freeze_books(client_books)
+            report_books = _freeze_books(
+                {(sym, d): _client_book(feed, venue, sym, d) for venue, sym, d in _book_keys(final)}
+            )
+            valid_at_end = {k: (v.valid if v else False) for k, v in report_books.items()}
             await feed.aclose()
             events.extend(feed.drain())
             stats = feed.stats()
             counters = [c for a in feed.adapters for c in a.counters().values()]
-        truth = list(sim.truth)
-        sim_stats = dict(sim.stats)
-    report = check(truth, events, final_books=final, client_books=report_books)
+        truth = [r for sim in sims.values() for r in sim.truth]
+        sim_stats = {v: _sim_stats(sim) for v, sim in sims.items()}
+    want = {(sym, d): book for (_venue, sym, d), book in final.items()}
+    report = check(truth, events, final_books=want, client_books=report_books)
     faults = [r for r in truth if r.get("k") == "fault"]
-    summary: dict[str, Any] = {"venues": ["kraken"], **report.summary()}
+    summary: dict[str, Any] = {"venues": list(sims), **report.summary()}
     summary.update(
         {
             "reconnects": sum(max(0, s["connects"] - 1) for s in stats.values()),
+            "handovers": _handovers(events),
+            "planned_disconnect_gaps": sum(s["planned_disconnect_gaps"] for s in stats.values()),
             "checksum_ok": sum(getattr(c, "checksum_ok", 0) for c in counters),
             "checksum_mismatch": sum(getattr(c, "checksum_mismatch", 0) for c in counters),
+            "sequence_gaps": sum(
+                1 for e in events if isinstance(e, Gap) and e.cause == "sequence_gap"
+            ),
             "faults": len(faults),
-            "fault_kinds": dict(Counter(str(f["kind"]) for f in faults)),
+            "fault_kinds": dict(Counter(f"{_venue_of(f)}:{f['kind']}" for f in faults)),
             "recovery": _recoveries(faults, events),
             "books_valid_at_end": all(valid_at_end.values()),
             "bad_frames": sum(s["bad_frames"] for s in stats.values()),
+            "per_venue": _per_venue(report.streams, events, sims),
             "seed": seed,
             "duration_s": duration_s,
         }
@@ -146,8 +328,72 @@ async def run_demo(
     lost_examples = [e for s in report.streams.values() for e in s.lost_examples]
     if lost_examples:
         summary["lost_examples"] = lost_examples[:5]
-    summary["sim"] = {k: v for k, v in sim_stats.items() if isinstance(v, (int, float, str))}
+    summary["sim"] = {
+        v: {k: x for k, x in st.items() if isinstance(x, (int, float, str))}
+        for v, st in sim_stats.items()
+    }
     return DemoResult(summary=summary, events=events, truth=truth)
+
+
+def _scenarios(
+    venues: Sequence[str],
+    scenario: Scenario | None,
+    duration_s: float,
+    seed: int,
+    min_faults: int,
+) -> dict[str, Scenario]:
+    kinds: dict[str, tuple[str, ...]] = {"kraken": _kraken_kinds(), **DEMO_FAULT_KINDS}
+    kinds = {v: kinds[v] for v in venues}
+    if scenario is not None:
+        return _split(scenario, kinds)
+    out: dict[str, Scenario] = {}
+    for i, venue in enumerate(venues):
+        if venue == "kraken":
+            out[venue] = Scenario.chaos(duration_s, seed, min_faults=min_faults)
+        else:
+            out[venue] = Scenario.chaos(
+                duration_s, seed * 31 + i, min_faults=max(4, min_faults // 2), kinds=kinds[venue]
+            )
+    return out
+
+
+def _kraken_kinds() -> tuple[str, ...]:
+    from gapless.sim.faults import DEFAULT_CHAOS_KINDS
+
+    return tuple(DEFAULT_CHAOS_KINDS)
+
+
+def _venue_of(rec: Mapping[str, Any]) -> str:
+    return str(rec.get("venue", "kraken"))
+
+
+def _sim_stats(sim: Any) -> dict[str, Any]:
+    st = sim.stats
+    return dict(st() if callable(st) else st)
+
+
+def _final_books(sims: Mapping[str, Any], depth: int) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Every simulator's final books keyed ``(venue, symbol, levels compared)``."""
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for venue, sim in sims.items():
+        books = sim.final_books()
+        if venue == "kraken":
+            for (sym, d), book in books.items():
+                if d == depth:
+                    out[("kraken", sym, d)] = book
+        else:
+            n = COMPARE_DEPTH
+            for sym, book in books.items():
+                out[(venue, sym, n)] = {"bids": book["bids"][:n], "asks": book["asks"][:n]}
+    return out
+
+
+def _book_keys(final: Mapping[tuple[str, str, int], Any]) -> list[tuple[str, str, int]]:
+    return list(final)
+
+
+def _client_book(feed: Feed, venue: str, symbol: str, depth: int) -> Any:
+    return feed.book(symbol, venue=venue, depth=depth if venue == "kraken" else None)
 
 
 async def _consume(feed: Feed, sink: list[Event]) -> None:
@@ -156,25 +402,37 @@ async def _consume(feed: Feed, sink: list[Event]) -> None:
 
 
 async def _converge(
-    feed: Feed, final: dict[tuple[str, int], dict[str, Any]], depth: int, timeout_s: float
+    feed: Feed, final: Mapping[tuple[str, str, int], Mapping[str, Any]], timeout_s: float
 ) -> None:
-    """Wait (bounded) until every client book is valid and equals the sim's final book."""
+    """Wait (bounded) until every client book is valid and equals the sim's final
+    book, and every stream is live again."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        done = True
-        for (symbol, d), want in final.items():
-            if d != depth:
-                continue
-            view = feed.book(symbol, depth=d)
-            if view is None or not view.valid or view.checksum() != want["checksum"]:
-                done = False
-                break
+        done = all(
+            _matches(_client_book(feed, venue, sym, d), want, d)
+            for (venue, sym, d), want in final.items()
+        )
         if done and all(
             a.stream_state(k) in ("live", "rejected") for a in feed.adapters for k in a.streams()
         ):
             return
         await asyncio.sleep(0.1)
+
+
+def _matches(view: Any, want: Mapping[str, Any], n: int) -> bool:
+    if view is None or not view.valid:
+        return False
+    if "checksum" in want:
+        return bool(view.checksum() == want["checksum"])
+    for side, levels in (("bids", view.bids(n)), ("asks", view.asks(n))):
+        expected = want[side]
+        if len(levels) != len(expected):
+            return False
+        for lv, (price, qty) in zip(levels, expected, strict=True):
+            if lv.price != Decimal(price) or lv.qty != Decimal(qty):
+                return False
+    return True
 
 
 class _FrozenBook:
@@ -196,7 +454,9 @@ def _freeze_books(books: dict[tuple[str, int], Any]) -> dict[tuple[str, int], An
     return {k: (_FrozenBook(v) if v is not None else None) for k, v in books.items()}
 
 
-def _progress(feed: Feed, sim: KrakenSim, events: list[Event], elapsed: float) -> dict[str, Any]:
+def _progress(
+    feed: Feed, sims: Mapping[str, Any], events: list[Event], elapsed: float
+) -> dict[str, Any]:
     stats = feed.stats()
     gaps = sum(1 for e in events if isinstance(e, Gap))
     return {
@@ -204,45 +464,79 @@ def _progress(feed: Feed, sim: KrakenSim, events: list[Event], elapsed: float) -
         "connections": stats,
         "events": len(events),
         "gaps": gaps,
-        "faults": sum(sim.stats.get("faults_injected", {}).values()),
+        "faults": sum(
+            sum(_sim_stats(sim).get("faults_injected", {}).values()) for sim in sims.values()
+        ),
         "last_states": [
             (e.conn, e.state, e.reason) for e in events[-400:] if isinstance(e, ConnectionState)
         ][-3:],
     }
 
 
-def _recoveries(faults: list[dict[str, Any]], events: list[Event]) -> dict[str, Any]:
-    """For each fault: did the connection leave LIVE, and when was it LIVE again?
+def _handovers(events: list[Event]) -> dict[str, int]:
+    """Make-before-break handovers by what planned them (and how many were forced)."""
+    out: Counter[str] = Counter()
+    for e in events:
+        if isinstance(e, ConnectionState) and e.reason.startswith("make-before-break handover"):
+            out["total"] += 1
+            out[
+                f"{e.venue}:{'server_shutdown' if 'serverShutdown' in e.reason else 'lifetime'}"
+            ] += 1
+            if "forced" in e.reason:
+                out["forced"] += 1
+    return dict(out)
 
-    Events are taken in delivery order (timestamps may tie in virtual time)."""
+
+def _per_venue(
+    streams: Mapping[str, Any], events: list[Event], sims: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for venue in sims:
+        rows = [r for key, r in streams.items() if key.startswith(f"{venue}:")]
+        out[venue] = {
+            "published": sum(r.published for r in rows),
+            "delivered_once": sum(r.delivered_once for r in rows),
+            "in_declared_gaps": sum(r.in_declared_gaps for r in rows),
+            "lost": sum(r.lost for r in rows),
+            "duplicated": sum(r.duplicated for r in rows),
+            "unexpected": sum(r.unexpected for r in rows),
+            "gaps": sum(1 for e in events if isinstance(e, Gap) and e.venue == venue),
+        }
+    return out
+
+
+def _recoveries(faults: list[dict[str, Any]], events: list[Event]) -> dict[str, Any]:
+    """For each fault: did its venue's connection leave LIVE, and when was it LIVE again?
+
+    Events are taken in delivery order (timestamps may tie in virtual time); a
+    fault's window ends at the next fault of the same venue."""
     states = [e for e in events if isinstance(e, ConnectionState)]
     per_fault = []
     times: dict[str, list[float]] = {}
     for i, f in enumerate(faults):
+        venue = _venue_of(f)
         t0 = int(f["ts_ns"])
-        t_next = int(faults[i + 1]["ts_ns"]) if i + 1 < len(faults) else None
+        t_next = next((int(g["ts_ns"]) for g in faults[i + 1 :] if _venue_of(g) == venue), None)
+        mine = [e for e in states if e.venue == venue]
         disrupted = next(
             (
                 j
-                for j, e in enumerate(states)
+                for j, e in enumerate(mine)
                 if e.local_ts_ns >= t0
                 and e.state not in ("LIVE", "CLOSED")  # CLOSED: the run ended
                 and (t_next is None or e.local_ts_ns < t_next)
             ),
             None,
         )
+        kind = f"{venue}:{f['kind']}"
         if disrupted is None:
-            per_fault.append({"kind": f["kind"], "disrupted": False, "recovered": True})
+            per_fault.append({"kind": kind, "disrupted": False, "recovered": True})
             continue
-        live = next((e for e in states[disrupted + 1 :] if e.state == "LIVE"), None)
-        entry: dict[str, Any] = {
-            "kind": f["kind"],
-            "disrupted": True,
-            "recovered": live is not None,
-        }
+        live = next((e for e in mine[disrupted + 1 :] if e.state == "LIVE"), None)
+        entry: dict[str, Any] = {"kind": kind, "disrupted": True, "recovered": live is not None}
         if live is not None:
             entry["recovery_s"] = round(max(0, live.local_ts_ns - t0) / 1e9, 3)
-            times.setdefault(str(f["kind"]), []).append(entry["recovery_s"])
+            times.setdefault(kind, []).append(entry["recovery_s"])
         per_fault.append(entry)
     return {
         "per_fault": per_fault,

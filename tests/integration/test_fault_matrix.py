@@ -186,6 +186,7 @@ async def test_fault_is_survived_without_silent_loss(name: str) -> None:
     result = await run_demo(
         case.run_s,
         seed=11,
+        venues=("kraken",),
         symbols=("BTC/USD", "ETH/USD"),
         scenario=Scenario(case.faults),
         tick_rate_hz=20.0,

@@ -284,6 +284,7 @@ async def test_capture_replays_deterministically_to_the_live_result(tmp_path: Pa
     result = await run_demo(
         9.0,
         seed=4,
+        venues=("kraken",),
         symbols=("BTC/USD", "ETH/USD"),
         scenario=scenario,
         tick_rate_hz=20.0,

@@ -318,6 +318,18 @@ def test_forced_join_declares_exactly_the_uncovered_trade_ids() -> None:
     assert [order_key(e) for e in p.out if isinstance(e, Trade)] == [1, 2, 6, 7]
 
 
+def test_forced_by_another_fault_the_gap_is_not_the_planned_closes() -> None:
+    p = Pipe([TRADES])
+    p.old(trade(1))
+    ho = p.begin()
+    p.new(trade(4))
+    p.release(ho.force(at(1.0), planned=False))  # the old connection was aborted
+    g = next(e for e in p.out if isinstance(e, Gap))
+    assert (g.first_seq, g.last_seq) == (2, 3)
+    assert not g.detail.startswith(PLANNED_DETAIL)
+    assert "make-before-break" in g.detail
+
+
 def test_forced_join_of_a_book_delivers_gap_then_the_successors_snapshot() -> None:
     p = Pipe([BOOK])
     p.old(snap(100), upd(103))

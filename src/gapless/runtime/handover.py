@@ -151,6 +151,7 @@ class Handover:
         self.max_pending = max_pending
         self.streams: dict[str, _Pending] = {s: _Pending() for s in streams}
         self.forced = False
+        self.planned = True  # a forced join's gaps are the planned close's doing
         self.gaps = 0
         self.joined_at: float | None = None
         self._unjoined = len(self.streams)
@@ -222,10 +223,13 @@ class Handover:
                 self._mark_joined(p, now)  # confirmed and quiet: nothing to hand over
         return out
 
-    def force(self, now: Now) -> list[Event]:
+    def force(self, now: Now, *, planned: bool = True) -> list[Event]:
         """The old connection is gone (or the deadline passed): join each stream
-        on whatever the successor has, declaring what it cannot cover."""
+        on whatever the successor has, declaring what it cannot cover.
+        ``planned=False``: the old connection died of something else (an abort
+        during the handover); its gaps do not carry :data:`PLANNED_DETAIL`."""
         self.forced = True
+        self.planned = planned
         return self.tick(now)
 
     def close(self, now: Now) -> list[Gap]:
@@ -292,8 +296,8 @@ class Handover:
             end_ts_ns=p.cover_ts if by_seq else max(p.cover_ts - 1, start or 0),
             first_seq=first if by_seq else None,
             last_seq=last if by_seq else None,
-            detail=f"{PLANNED_DETAIL}: make-before-break: the old connection "
-            "ended before the successor caught up",
+            detail=(f"{PLANNED_DETAIL}: " if self.planned else "")
+            + "make-before-break: the old connection ended before the successor caught up",
         )
 
     def _mark_joined(self, p: _Pending, now: Now) -> None:

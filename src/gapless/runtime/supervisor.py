@@ -196,6 +196,7 @@ class Supervisor:
         self.sm = StateMachine()
         self.stats = SupervisorStats()
         self.slow_reconnect = False  # venue said maintenance / cancel_only
+        self._slow_from_503 = False  # ... or refused an upgrade with 503 (until a dial works)
         self.conn = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.outbox: deque[tuple[str, StreamSpec]] = deque()
@@ -207,6 +208,7 @@ class Supervisor:
         self._handover: Handover | None = None
         self._ho_adapter: VenueAdapter | None = None  # the successor's adapter
         self._ho_deadline = 0.0
+        self._ho_planned = ""  # what planned the close being replaced
         self._succ: _Link | None = None
         self._primary: _Link | None = None
         self._retry_handover_at = 0.0
@@ -387,6 +389,7 @@ class Supervisor:
             await self._to(ConnState.CIRCUIT_OPEN, failed.reason, delay)
         elif status == 503 and not failed.pre_dial:
             self.slow_reconnect = True
+            self._slow_from_503 = True
             delay = self.backoff.failure_delay(maintenance=True, retry_after_s=failed.retry_after_s)
             await self._to(ConnState.MAINTENANCE, failed.reason, delay)
         else:
@@ -407,6 +410,10 @@ class Supervisor:
         if isinstance(ws, _DialFailed):
             return await self._dial_failed(ws)
         self.stats.connects += 1
+        if self._slow_from_503:
+            # the upgrade works again; a venue with a status channel (Kraken) says so
+            # itself if the maintenance goes on
+            self.slow_reconnect = self._slow_from_503 = False
         link.ws = ws
         self._primary = link
         end = await self._session(link)
@@ -435,7 +442,11 @@ class Supervisor:
         adapter's disconnect bookkeeping (gaps a planned close caused are
         marked, and counted, through their ``detail``)."""
         reason = end.reason
-        if self._marks is not None and getattr(link.adapter, "planned_reconnect", None):
+        if (
+            self._marks is not None
+            and getattr(link.adapter, "planned_reconnect", None)
+            and _venue_closed(reason)
+        ):
             reason = f"{PLANNED_DETAIL}: {reason}"
         await self._deliver(link, end.events)
         await self._deliver(link, link.adapter.on_disconnected(reason, self._now()).events)
@@ -473,6 +484,7 @@ class Supervisor:
             max_pending=opts.handover_max_pending,
         )
         self._ho_adapter = adapter
+        self._ho_planned = planned
         self._ho_deadline = now.mono + opts.handover_timeout_s
         self._succ = succ
         log.info(
@@ -540,13 +552,13 @@ class Supervisor:
         self.conn = succ.conn
         self._primary = succ
         self.stats.handovers += 1
-        reason = f"{_RETIRED}: {old.conn} -> {succ.conn}"
+        reason = f"{_RETIRED}: {old.conn} -> {succ.conn} ({self._ho_planned})"
         if forced:
             self.stats.handovers_forced += 1
             reason += f" (forced: {old.conn} ended first: {end.reason})"
             log.warning("%s: %s", self.name, reason)
             await self._deliver(old, end.events)
-            await self._release(ho.force(self._now()))
+            await self._release(ho.force(self._now(), planned=_venue_closed(end.reason)))
         else:
             log.info("%s: %s", self.name, reason)
         self.stats.last_close = end.reason
@@ -798,6 +810,7 @@ class Supervisor:
             return
         if step.system_status is not None:
             self.slow_reconnect = step.system_status in _SLOW_RECONNECT_STATUSES
+            self._slow_from_503 = False
         if step.reconnect:
             raise _Ended(step.reconnect)
         await self._follow_phase(link)
@@ -819,6 +832,14 @@ class Supervisor:
         ):
             return
         await self._to(target, f"adapter phase {phase.value}")
+
+
+def _venue_closed(reason: str) -> bool:
+    """Did the session end the way a planned close ends: a clean close by the venue
+    (1000/1001, protocols.md §2.1, §3.2), or our own planned break-before-make?
+    An abort, a 1008 or a dead peer while a planned close was pending is that
+    fault's doing, not the plan's."""
+    return reason.startswith("planned: ") or any(f"(code {c}" in reason for c in (1000, 1001))
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:

@@ -275,6 +275,10 @@ class Scenario:
             return 3.0
         if k == "status":
             return 1.5
+        if k == "server_shutdown":
+            return float(p["delay_s"]) + 2.0
+        if k in ("rest_429", "rest_418", "topic_limit", "instance_down"):
+            return (float(d) if d is not None else 5.0) + 2.0
         return 2.0
 
     @classmethod
@@ -411,4 +415,23 @@ class Scenario:
             return [Fault(kind, 0.0, {"duration_s": dur(1.5, 4.0), "factor": 10.0})]
         if kind == "malformed":
             return [Fault(kind, 0.0, {"variant": rng.choice(MALFORMED_VARIANTS)})]
+        # venue kinds (registered by the Binance and KuCoin simulators)
+        if kind == "server_shutdown":
+            # notice long enough for a make-before-break replacement (§3.4)
+            return [Fault(kind, 0.0, {"delay_s": 3.0})]
+        if kind == "stale_snapshot":
+            # the next snapshots are stale; a reconnect makes the client fetch them
+            p = {"count": 2} if (sym := one_symbol()) is None else {"count": 2, "symbol": sym}
+            return [Fault(kind, 0.0, p), Fault("abort", 0.0, {})]
+        if kind in ("rest_429", "rest_418"):
+            # REST refuses while a reconnect needs snapshots
+            return [Fault(kind, 0.0, {"duration_s": dur(3.0, 4.0)}), Fault("abort", 0.0, {})]
+        if kind == "topic_limit":
+            # re-subscriptions after the close are refused (KuCoin 509) until the limit lifts
+            return [
+                Fault(kind, 0.0, {"limit": 0, "duration_s": dur(3.0, 4.0)}),
+                Fault("close", 0.0, {"code": 1000}),
+            ]
+        if kind == "instance_down":
+            return [Fault(kind, 0.0, {"index": 1, "duration_s": dur(2.0, 4.0)})]
         return [Fault(kind, 0.0, {})]

@@ -71,8 +71,10 @@ WebSocket (protocols.md §2.1, §2.3, §2.4, §2.8)
   <prefix>:<symbols> is not found"; more topics on the connection than the
   per-connection limit (``max_topics_per_conn``, 400, lowered by the
   ``topic_limit`` fault) -> 509 "exceed max subscription count limitation of
-  <limit> per session". Subscribing an active topic again is accepted
-  (idempotent), so is unsubscribing an inactive one; ``privateChannel`` is
+  <limit> per session" (a ``violation`` only beyond ``max_topics_per_conn``:
+  the fault changes what is refused, not the documented rule). Subscribing
+  an active topic again is accepted (idempotent), so is unsubscribing an
+  inactive one; ``privateChannel`` is
   ignored (no private topics are simulated). Invalid JSON or an
   unknown ``type`` gets a 400 error frame (undocumented [UNCERTAIN]). The
   connection stays open after every error.
@@ -1209,7 +1211,9 @@ class KucoinSim:
             new = [k for k in keys if k not in conn.topics]
             limit = self._topic_limit()
             if new and len(conn.topics) + len(new) > limit:
-                self._violation("topics_per_conn")
+                if len(conn.topics) + len(new) > self.config.max_topics_per_conn:
+                    # the documented rule (a topic_limit fault lowers only what is refused)
+                    self._violation("topics_per_conn")
                 text = f"exceed max subscription count limitation of {limit} per session"
                 self._send(conn, kw.error(req_id, 509, text))
                 return
