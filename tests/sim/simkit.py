@@ -1,7 +1,9 @@
-"""Helpers for the simulator tests: a plain ``websockets`` client and a Decimal reference book.
+"""Helpers for the simulator tests: a plain ``websockets`` client, a raw HTTP/1.1
+client and a Decimal reference book.
 
 Nothing here imports gapless client code; the reference checksum is a
-separate, deliberately naive implementation of protocols.md §1.7.
+separate, deliberately naive implementation of protocols.md §1.7. The venue
+kits (``test_sim_binance_kit``, ``test_sim_kucoin_kit``) build on these.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import calendar
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -129,6 +132,58 @@ async def collect(ws: ClientConnection, seconds: float) -> list[str]:
         except TimeoutError:
             return out
         out.append(m if isinstance(m, str) else m.decode())
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    eof_after_body: bool | None = None  # None unless the exchange read on to the end
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def http_exchange(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    *,
+    limit_s: float = 5.0,
+    read_to_eof: bool = False,
+) -> HttpResponse:
+    """One HTTP/1.1 request on a fresh ``asyncio.open_connection`` (no HTTP library), so a
+    response is checked as the bytes any client would read: status line, headers, then
+    exactly ``Content-Length`` body bytes (never chunked). ``read_to_eof`` reads on to see
+    whether the server closes right after the body."""
+    async with asyncio.timeout(limit_s):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            writer.write((head + "\r\n").encode("ascii"))
+            await writer.drain()
+            status_line = (await reader.readline()).decode("ascii").rstrip("\r\n")
+            proto, code, reason = status_line.split(" ", 2)
+            assert proto == "HTTP/1.1"
+            fields: dict[str, str] = {}
+            while True:
+                line = (await reader.readline()).decode("latin-1").rstrip("\r\n")
+                if not line:
+                    break
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            assert "transfer-encoding" not in fields
+            body = await reader.readexactly(int(fields["content-length"]))
+            eof = (await reader.read()) == b"" if read_to_eof else None
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    return HttpResponse(int(code), reason, fields, body, eof)
 
 
 def is_ack(m: Any, channel: str | None = None) -> bool:

@@ -1,19 +1,18 @@
 """Helpers for the Binance simulator tests, plus checks of the helpers themselves.
 
-A raw asyncio HTTP/1.1 client (no HTTP library), a ``websockets`` client
-connection that records server pings and can stop answering them, and a
-naive Decimal reference of the protocols.md §3.8 local-book algorithm.
+GETs through the raw HTTP/1.1 client of ``simkit`` (no HTTP library), a
+``websockets`` client connection that records server pings and can stop
+answering them, and a naive Decimal reference of the protocols.md §3.8
+local-book algorithm.
 Nothing here imports gapless client code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from simkit import HttpResponse, http_exchange
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
@@ -29,46 +28,12 @@ def cfg(**kw: Any) -> BinanceSimConfig:
     return BinanceSimConfig(**base)
 
 
-@dataclass
-class HttpResponse:
-    status: int
-    reason: str
-    headers: dict[str, str]
-    body: bytes
-    eof_after_body: bool
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 async def http_get(sim: BinanceSim, path: str, limit_s: float = 5.0) -> HttpResponse:
-    """One HTTP/1.1 GET over a plain asyncio stream; parses status line, headers, body."""
-    host = sim.config.host
-    reader, writer = await asyncio.open_connection(host, sim.port)
-    try:
-        async with asyncio.timeout(limit_s):
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{sim.port}\r\n"
-                "Accept: application/json\r\nUser-Agent: raw-test\r\n\r\n".encode()
-            )
-            await writer.drain()
-            status_line = (await reader.readline()).decode("latin-1").rstrip("\r\n")
-            version, code, reason = status_line.split(" ", 2)
-            assert version == "HTTP/1.1"
-            headers: dict[str, str] = {}
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                k, _, v = line.decode("latin-1").partition(":")
-                headers[k.strip().lower()] = v.strip()
-            body = await reader.readexactly(int(headers["content-length"]))
-            rest = await reader.read()
-    finally:
-        writer.close()
-        async with asyncio.timeout(limit_s):
-            await writer.wait_closed()
-    return HttpResponse(int(code), reason, headers, body, rest == b"")
+    """One GET on a fresh connection; reads on to see whether the server closes after it."""
+    headers = {"Accept": "application/json", "User-Agent": "raw-test"}
+    return await http_exchange(
+        sim.config.host, sim.port, "GET", path, headers, limit_s=limit_s, read_to_eof=True
+    )
 
 
 class SpyConnection(ClientConnection):

@@ -1,6 +1,6 @@
 """Helpers for the KuCoin simulator tests (no tests here; shared by ``test_sim_kucoin_*``).
 
-A raw HTTP/1.1 client on ``asyncio.open_connection`` (so REST responses are
+Requests through the raw HTTP/1.1 client of ``simkit`` (so REST responses are
 checked as bytes any client would read), a bullet + connect helper on a plain
 ``websockets`` client, and a tiny independent reference of the protocols.md
 §2.5 calibration algorithm (Decimal throughout). Nothing here imports gapless
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from simkit import HttpResponse, collect, http_exchange
 from websockets.asyncio.client import ClientConnection, connect
 
 from gapless.sim.kucoin import KucoinSim, KucoinSimConfig
@@ -26,45 +26,15 @@ def kcfg(**kw: Any) -> KucoinSimConfig:
     return KucoinSimConfig(**base)
 
 
-@dataclass
-class HttpResponse:
-    status: int
-    reason: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 async def http(
     port: int, method: str, path: str, *, limit_s: float = 5.0, post_length: bool = True
 ) -> HttpResponse:
-    """One HTTP/1.1 request on a fresh connection; reads exactly ``Content-Length`` bytes."""
-    async with asyncio.timeout(limit_s):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\n"
-            if method == "POST" and post_length:
-                head += "Content-Length: 0\r\n"
-            writer.write((head + "\r\n").encode("ascii"))
-            await writer.drain()
-            status_line = (await reader.readline()).decode("ascii").rstrip("\r\n")
-            proto, code, reason = status_line.split(" ", 2)
-            assert proto == "HTTP/1.1"
-            headers: dict[str, str] = {}
-            while True:
-                line = (await reader.readline()).decode("latin-1").rstrip("\r\n")
-                if not line:
-                    break
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            assert "transfer-encoding" not in headers
-            body = await reader.readexactly(int(headers["content-length"]))
-            return HttpResponse(int(code), reason, headers, body)
-        finally:
-            writer.close()
-            await writer.wait_closed()
+    """One request to the simulator; a POST says ``Content-Length: 0`` unless ``post_length``
+    is False."""
+    headers = {"Accept": "*/*"}
+    if method == "POST" and post_length:
+        headers["Content-Length"] = "0"
+    return await http_exchange("127.0.0.1", port, method, path, headers, limit_s=limit_s)
 
 
 async def bullet(sim: KucoinSim) -> dict[str, Any]:
@@ -107,19 +77,8 @@ async def recv_json(ws: ClientConnection, limit_s: float = 3.0) -> Any:
 
 
 async def frames_for(ws: ClientConnection, seconds: float) -> list[Any]:
-    """Parsed frames received during ``seconds``."""
-    out: list[Any] = []
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while True:
-        left = end - loop.time()
-        if left <= 0:
-            return out
-        try:
-            async with asyncio.timeout(left):
-                out.append(json.loads(await ws.recv()))
-        except TimeoutError:
-            return out
+    """Frames received during ``seconds``, parsed (plain JSON)."""
+    return [json.loads(m) for m in await collect(ws, seconds)]
 
 
 def is_l2(m: Any, symbol: str | None = None) -> bool:

@@ -345,28 +345,50 @@ class Feed:
         self._control("unsubscribe", spec)
 
     def _control(self, op: str, spec: StreamSpec) -> None:
+        """Route a runtime subscribe/unsubscribe: to the connection that carries (or
+        has queued) the stream, so requests stay in order and nothing is carried
+        twice; a new stream to the first connection with room (Binance/KuCoin caps,
+        Kraken's one book depth per symbol)."""
         if self._closed:
             raise FeedClosed("feed is closed")
+        if not self.supervisors:
+            raise ConfigError("the feed is not running: subscribe inside 'async with connect(...)'")
         if spec.venue not in VENUES:
             raise ConfigError(f"venue {spec.venue!r} is not supported (known: {VENUES})")
-        for sup, adapter in zip(self.supervisors, self._live(), strict=True):
-            if adapter.venue != spec.venue:
+        pairs = [
+            (sup, a)
+            for sup, a in zip(self.supervisors, self._live(), strict=True)
+            if a.venue == spec.venue
+        ]
+        for sup, adapter in pairs:
+            if spec.key in adapter.streams() or any(s == spec for _, s in sup.outbox):
+                sup.request(op, spec)
+                return
+        if op == "unsubscribe":
+            raise ConfigError(f"not subscribed: {spec.key}")
+        for sup, adapter in pairs:
+            if spec.channel == "book" and adapter.has_book(spec.symbol):
                 continue
-            owns = spec.key in adapter.streams()
-            if op == "unsubscribe" and not owns:
-                continue
-            if (
-                op == "subscribe"
-                and spec.channel == "book"
-                and adapter.has_book(spec.symbol)
-                and not owns
-            ):
+            if not _has_room(sup, adapter):
                 continue
             sup.request(op, spec)
             return
-        if op == "unsubscribe":
-            raise ConfigError(f"not subscribed: {spec.key}")
-        raise ConfigError(f"no connection can carry {spec.key} (one book depth per symbol)")
+        raise ConfigError(
+            f"no connection can carry {spec.key}: every {spec.venue} connection is full "
+            "(or carries another depth of that book); pass the stream to connect() instead"
+        )
+
+
+def _has_room(sup: Supervisor, adapter: FeedAdapter) -> bool:
+    """The connection can take one more stream (its cap, counting queued subscribes)."""
+    options = getattr(adapter, "options", None)
+    cap = getattr(options, "max_streams", None) or getattr(
+        options, "max_topics_per_connection", None
+    )
+    if not isinstance(cap, int):
+        return True
+    queued = sum(1 for op, _ in sup.outbox if op == "subscribe")
+    return len(adapter.streams()) + queued < cap
 
 
 def connect(

@@ -782,7 +782,12 @@ class Supervisor:
             return RestResult(call.key, None, b"", error=str(exc))
         # token endpoints answer with secrets: record that the call happened, not the body
         shown = resp.text if record_body else "<body not recorded: contains a token>"
-        self._record(link, "rest", method=call.method, url=url, status=resp.status, data=shown)
+        # the query is not in ``url`` (it may hold secrets); a public call's params are
+        # recorded so a replay knows what was asked (e.g. which symbol's snapshot)
+        params = dict(call.params) if record_body else None
+        self._record(
+            link, "rest", method=call.method, url=url, params=params, status=resp.status, data=shown
+        )
         if budget is not None:
             budget.on_response(resp.status, resp.retry_after_s, loop.time())
         return RestResult(call.key, resp.status, resp.body, resp.retry_after_s)

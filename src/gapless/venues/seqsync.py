@@ -91,6 +91,7 @@ __all__ = [
     "check_decimal",
     "decimals_of",
     "is_zero",
+    "pick_snapshot_owner",
 ]
 
 #: Most decimals accepted in a price or quantity (Binance prints 8; hostile-input bound).
@@ -645,3 +646,30 @@ class SequenceCheck:
         if self.contiguous and seq != last + 1:
             return SeqGap(last + 1, seq)
         return SeqOk(seq)
+
+
+def pick_snapshot_owner(
+    candidates: list[tuple[str, bool, int | None]], seq: int | None, asked: dict[str, int]
+) -> str:
+    """Passive mode: which of several books an unnamed snapshot answer belongs to.
+
+    ``candidates`` are ``(symbol, request outstanding, reference update id or sequence)``.
+    Answers come back in request order, so the oldest outstanding request is
+    the answer's, unless the ids say clearly otherwise (another book's
+    are over 1000 times nearer the snapshot's): a request the live timer made
+    later is not seen in replay. Without an outstanding request, the nearest
+    book by update id; then the registry order."""
+    order = {sym: i for i, (sym, _, _) in enumerate(candidates)}
+    waiting = sorted(
+        (c for c in candidates if c[1]), key=lambda c: (asked.get(c[0], 0), order[c[0]])
+    )
+    dist = {
+        sym: abs(seq - ref) for sym, _, ref in candidates if seq is not None and ref is not None
+    }
+    nearest = min(dist, key=lambda sym: (dist[sym], order[sym])) if dist else None
+    if waiting:
+        first = waiting[0][0]
+        if nearest is not None and first in dist and dist[nearest] * 1000 < dist[first]:
+            return nearest
+        return first
+    return nearest if nearest is not None else candidates[0][0]

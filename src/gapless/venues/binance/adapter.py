@@ -108,6 +108,22 @@ Decisions, with their sources (protocols.md §3):
   spent and other users of the IP keep headroom. A mass resync of 50 books at
   weight 50 (limit 1000) is 2500: 24 calls go at once, the rest one per second
   — paced, never banned.
+- **Passive mode (replay)**: ``BinanceAdapter(passive=True)`` is what
+  :mod:`gapless.replay` feeds a capture through. It originates nothing that
+  matters: no SUBSCRIBE is queued on connect and the outbound queue is
+  discarded (its REST calls may be emitted but are ignored). Subscriptions
+  come from the captured ``ws_out`` frames (:meth:`BinanceAdapter.observe_sent`:
+  ``SUBSCRIBE`` under its captured id, ``UNSUBSCRIBE`` as a user's
+  unsubscribe); captured REST answers come through
+  :meth:`BinanceAdapter.observe_rest`. A capture records the depth call's URL
+  without its query, so the symbol is taken from the URL when present; else,
+  among the books waiting for a snapshot, the one whose call went out first
+  (one REST worker per connection answers in call order), unless update ids
+  clearly say otherwise (a call the live timer deferred is not made in
+  replay): see :func:`~gapless.venues.seqsync.pick_snapshot_owner`. Captures
+  now record the call's params (the symbol), which settles it. Timers are not
+  run in replay: decisions they take live show in the capture (reconnects, re-subscriptions) and are
+  followed from there.
 """
 
 from __future__ import annotations
@@ -117,6 +133,7 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
+from urllib.parse import parse_qs
 
 import msgspec
 
@@ -149,7 +166,7 @@ from gapless.venues.binance.sync import (
     SyncState,
     TradeIdCheck,
 )
-from gapless.venues.seqsync import Levels
+from gapless.venues.seqsync import Levels, pick_snapshot_owner
 
 __all__ = [
     "DEFAULT_REST_BUDGET",
@@ -167,6 +184,8 @@ _UNSUBSCRIBE = "UNSUBSCRIBE"
 _WINDOW_S = 1.0  # §3.2: the outbound limit is per second
 _SPLITTABLE = ("invalid stream", "too many parameters")
 _PERMANENT = ("invalid stream",)
+_PASSIVE_CHANNELS = {"depth@100ms": "book", "trade": "trade", "bookTicker": "book_ticker"}
+_PASSIVE_DECODER = msgspec.json.Decoder()
 
 
 class WeightBudget(NamedTuple):
@@ -367,9 +386,16 @@ class BinanceAdapter:
     venue = VENUE
 
     def __init__(
-        self, specs: list[StreamSpec] | None = None, options: BinanceOptions | None = None
+        self,
+        specs: list[StreamSpec] | None = None,
+        options: BinanceOptions | None = None,
+        *,
+        passive: bool = False,
     ) -> None:
         self.options = options or BinanceOptions()
+        self.passive = passive  # replay: follow captured requests instead of sending
+        self._passive_asks = 0
+        self._passive_asked: dict[str, int] = {}  # symbol -> order of its last snapshot call
         opts = self.options
         self._url = p.combined_url([], opts.ws_url)
         self._depth_url = f"{opts.rest_url}/api/v3/depth"
@@ -499,6 +525,9 @@ class BinanceAdapter:
         q = self._outq
         if not q or not self.connected:
             return
+        if self.passive:  # replay: what was sent is in the capture (observe_sent)
+            q.clear()
+            return
         sent = self._sent
         limit = self.options.max_outbound_per_s
         while q:
@@ -624,7 +653,8 @@ class BinanceAdapter:
             st.last_data_mono = now.mono
             if st.state is not _St.REJECTED:
                 todo.append(st)
-        self._enqueue_subscribe(todo)
+        if not self.passive:  # replay: subscriptions come from observe_sent
+            self._enqueue_subscribe(todo)
         self._pump(now, out)
         return out
 
@@ -749,6 +779,114 @@ class BinanceAdapter:
 
     def redactions(self) -> list[str]:
         return []
+
+    # ------------------------------------------------------------------ passive (replay)
+    def observe_sent(self, text: str, now: Now) -> Step:
+        """Replay only (``passive=True``): a captured outgoing frame, registered as
+        if this adapter had sent it. ``SUBSCRIBE`` puts its streams (added to the
+        registry when new) in PENDING under the captured ``id``, so the venue's ack
+        or error is correlated as live; ``UNSUBSCRIBE`` is a user's unsubscribe
+        (the adapter never unsubscribes on its own). Anything else is ignored."""
+        out = Step()
+        try:
+            msg = _PASSIVE_DECODER.decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            return out
+        if type(msg) is not dict:
+            return out
+        method, names, rid = msg.get("method"), msg.get("params"), msg.get("id")
+        if type(names) is not list:
+            return out
+        if method == _SUBSCRIBE and type(rid) is int:
+            req = _Req(_SUBSCRIBE, [], rid, sent_mono=now.mono)
+            for name in names:
+                st = self._passive_stream(name)
+                if st is None or st.state is _St.LIVE:
+                    continue
+                st.state = _St.PENDING
+                st.req_id = rid
+                st.retry_at = None
+                req.names.append(st.name)
+            if req.names:
+                self._pending[rid] = req
+        elif method == _UNSUBSCRIBE:
+            for name in names:
+                found = self._by_name.get(name) if type(name) is str else None
+                if found is not None:
+                    out.extend(self.control("unsubscribe", found.spec, now))
+        return out
+
+    def _passive_stream(self, name: object) -> _Stream | None:
+        """The stream a captured SUBSCRIBE names, registered if new."""
+        if type(name) is not str:
+            return None
+        st = self._by_name.get(name)
+        if st is not None:
+            return st
+        symbol, _, suffix = name.partition("@")
+        channel = _PASSIVE_CHANNELS.get(suffix)
+        if channel is None or not symbol:
+            return None
+        try:
+            self.add(StreamSpec(VENUE, channel, symbol.upper()))
+        except ConfigError:
+            return None
+        return self._by_name.get(name)
+
+    def observe_rest(
+        self,
+        method: str,
+        url: str,
+        status: int | None,
+        body: bytes,
+        now: Now,
+        *,
+        error: str | None = None,
+    ) -> Step:
+        """Replay only: a captured REST exchange, in the order it reached the
+        adapter live. A depth snapshot answer goes through :meth:`on_rest` for the
+        book it belongs to (module docstring); other calls are ignored."""
+        path, _, query = url.partition("?")
+        if method != "GET" or not path.endswith("/api/v3/depth"):
+            return Step()
+        named = parse_qs(query).get("symbol")
+        symbol = named[0].upper() if named else self._passive_rest_symbol(status, body)
+        if symbol is None:
+            self.stats.ignored_rest += 1
+            return Step()
+        return self.on_rest(RestResult(f"depth:{symbol}", status, body, error=error), now)
+
+    def _passive_note_ask(self, st: _Stream) -> None:
+        """Passive: the order in which snapshot calls were emitted (live answers come
+        back in that order: one REST worker per connection)."""
+        self._passive_asks += 1
+        self._passive_asked[st.symbol] = self._passive_asks
+
+    def _passive_rest_symbol(self, status: int | None, body: bytes) -> str | None:
+        """The book an unnamed depth answer was asked for (module docstring)."""
+        books = [s for s in self._streams.values() if s.sync is not None and s.state is _St.LIVE]
+        waiting = [
+            st for st in books if st.sync is not None and st.sync.state is not SyncState.SYNCED
+        ]
+        pool = waiting or books
+        if len(pool) <= 1:
+            return pool[0].symbol if pool else None
+        seq: int | None = None
+        if status == 200:
+            try:
+                snap = p.decode_depth_snapshot(body)
+            except DecodeError:
+                snap = None
+            if isinstance(snap, p.DepthSnapshot):
+                seq = snap.last_update_id
+        candidates: list[tuple[str, bool, int | None]] = []
+        for st in pool:
+            sync = st.sync
+            assert sync is not None
+            refs = (sync.first_seq, sync.seq, sync.pending_snapshot, st.last_seq)
+            ref = next((v for v in refs if v is not None), None)
+            candidates.append((st.symbol, st.snap_inflight > 0, ref))
+        return pick_snapshot_owner(candidates, seq, self._passive_asked)
 
     # ------------------------------------------------------------------ planned close
     def _plan(self, reason: str, out: Step) -> None:
@@ -886,6 +1024,8 @@ class BinanceAdapter:
             )
         )
         st.snap_inflight += 1
+        if self.passive:
+            self._passive_note_ask(st)
         st.snap_deadline = now.mono + self.options.snapshot_timeout_s + self._rest_backlog_s(now)
 
     def on_rest(self, result: RestResult, now: Now) -> Step:

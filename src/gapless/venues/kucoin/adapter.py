@@ -114,17 +114,35 @@ Decisions, with their sources:
   (:mod:`gapless.runtime.handover`). ``token is expired`` and a close the client
   did not see coming are ordinary reconnects with a new bullet; their gaps are
   declared like any disconnect.
+- **Passive mode (replay)**: ``KucoinAdapter(passive=True)`` is what
+  :mod:`gapless.replay` feeds a capture through. It sends nothing (its own
+  request ids start far above the captured ones, so they never collide), needs
+  no bullet, accepts the welcome whatever its ``id`` and subscribes nothing
+  itself: subscriptions come from the captured ``ws_out`` frames
+  (:meth:`KucoinAdapter.observe_sent`), REST answers through
+  :meth:`KucoinAdapter.observe_rest`. A capture records the snapshot URL without
+  its query, so the symbol is taken from the URL when present; else, among the
+  books waiting for a snapshot, the one whose call went out first (one REST
+  worker per connection answers in call order), unless sequences clearly say
+  otherwise (see :func:`~gapless.venues.seqsync.pick_snapshot_owner`; captures
+  now record the call's params, which settles it). Timers are not run in
+  replay; the window refresh they start live is started at the message that thins the window
+  (:meth:`KucoinAdapter._passive_refresh`), stale re-subscriptions are
+  recognised in the captured frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
+
+import msgspec
 
 from gapless.book import Book, fixed_to_decimal
 from gapless.errors import ConfigError, DecodeError, LocalProtocolError
@@ -157,6 +175,7 @@ from gapless.venues.kucoin.sync import (
     SyncResult,
     SyncState,
 )
+from gapless.venues.seqsync import pick_snapshot_owner
 
 __all__ = ["KucoinAdapter", "KucoinOptions", "RestBudgetSpec", "StreamCounters"]
 
@@ -166,6 +185,8 @@ _MIN_FRAGMENT = 12  # token fragments at least this long are scrubbed
 _WINDOW_S = 10.0  # §2.4 uplink window
 _TOPIC_RE = re.compile(r'"topic"\s*:\s*"(/[A-Za-z0-9/_-]{1,100}):([A-Za-z0-9,_-]{1,4000})"')
 _CHANNEL_OF_PREFIX = {p.TOPIC_LEVEL2: "book", p.TOPIC_MATCH: "trade", p.TOPIC_TICKER: "ticker"}
+_PASSIVE_L2_PATH = re.compile(r"/orderbook/level2_(\d{1,4})$")
+_PASSIVE_FIRST_ID = 1 << 52  # passive mode's own request ids: far above any captured one
 
 Window = tuple[Decimal | None, Decimal | None]
 """(lowest verified bid, highest verified ask); None: that side is unbounded."""
@@ -371,7 +392,11 @@ class KucoinAdapter:
     venue = VENUE
 
     def __init__(
-        self, specs: list[StreamSpec] | None = None, options: KucoinOptions | None = None
+        self,
+        specs: list[StreamSpec] | None = None,
+        options: KucoinOptions | None = None,
+        *,
+        passive: bool = False,
     ) -> None:
         self.options = options or KucoinOptions()
         self._streams: dict[str, _Stream] = {}
@@ -421,6 +446,13 @@ class KucoinAdapter:
         self.pongs = 0
         self.deferred_sends = 0
         self.not_found_splits = 0
+        # replay (see the module docstring): follow captured requests, send nothing
+        self.passive = passive
+        self._parked: dict[str, _Stream] = {}  # unsubscribed by the last observed request
+        self._passive_asks = 0
+        self._passive_asked: dict[str, int] = {}  # symbol -> order of its last snapshot call
+        if passive:
+            self._next_id = _PASSIVE_FIRST_ID
 
     def __repr__(self) -> str:
         return (
@@ -613,6 +645,159 @@ class KucoinAdapter:
                 start = text.find(head, start + len(_REDACTED))
         return text
 
+    # ------------------------------------------------------------------ passive (replay)
+    def observe_sent(self, text: str, now: Now) -> Step:
+        """Replay only (``passive=True``): a captured outgoing frame, registered as
+        if this adapter had sent it. ``subscribe`` puts the topic's streams (added
+        to the registry when new) in PENDING under the captured ``id``, as
+        :meth:`_subscribe` does; ``unsubscribe`` is a user's unsubscribe, except
+        that a stream subscribed again by the very next request is the adapter's
+        own stale-stream re-subscription (its history is kept and a ``STALE`` gap
+        opened, as live). Pings and anything else are ignored."""
+        out = Step()
+        try:
+            msg = msgspec.json.decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            return out
+        if type(msg) is not dict:
+            return out
+        kind, topic, rid = msg.get("type"), msg.get("topic"), msg.get("id")
+        if kind not in ("subscribe", "unsubscribe") or type(topic) is not str:
+            return out
+        prefix, _, names = topic.partition(":")
+        channel = _CHANNEL_OF_PREFIX.get(prefix)
+        parked, self._parked = self._parked, {}
+        if channel is None:
+            return out
+        symbols = [s for s in names.split(",") if s]
+        if kind == "unsubscribe":
+            for symbol in symbols:
+                gone = self._streams.get(StreamSpec(VENUE, channel, symbol).key)
+                if gone is not None:
+                    out.extend(self.control("unsubscribe", gone.spec, now))
+                    self._parked[gone.key] = gone
+            return out
+        streams: list[_Stream] = []
+        for symbol in symbols:
+            spec = StreamSpec(VENUE, channel, symbol)
+            st = self._streams.get(spec.key)
+            if st is None:
+                st = parked.get(spec.key)
+                if st is not None:
+                    self._passive_restore(st)
+                else:
+                    try:
+                        self.add(spec)
+                    except ConfigError:
+                        continue
+                    st = self._streams[spec.key]
+            streams.append(st)
+            st.state = _St.PENDING
+            st.retry_at = None
+            st.expect_jump = True
+            if st.l2 is not None:
+                st.l2.reset()
+                st.shadow = None
+        if streams and type(rid) in (str, int):
+            self._pending[str(rid)] = _Req("subscribe", streams, sent_mono=now.mono)
+        return out
+
+    def _passive_restore(self, st: _Stream) -> None:
+        """Undo the unsubscribe of a stream the client re-subscribed at once."""
+        self._streams[st.key] = st
+        if st.channel == "book":
+            self._books[st.symbol] = st
+        else:
+            self._by_channel[(st.channel, st.symbol)] = st
+        if st.state in (_St.SYNCING, _St.LIVE):
+            self._open_gap(st, GapCause.STALE, "re-subscribed by the client (stale stream)")
+            st.counters.resyncs += 1
+
+    def observe_rest(
+        self,
+        method: str,
+        url: str,
+        status: int | None,
+        body: bytes,
+        now: Now,
+        *,
+        error: str | None = None,
+    ) -> Step:
+        """Replay only: a captured REST exchange, in the order it reached the
+        adapter live. A level2 snapshot answer goes through :meth:`on_rest` for the
+        book it belongs to; the bullet (no token is needed to replay) and anything
+        else are ignored. The snapshot depth is read from the path
+        (``level2_20``/``level2_100``)."""
+        path, _, query = url.partition("?")
+        m = _PASSIVE_L2_PATH.search(path)
+        if method != "GET" or m is None:
+            return Step()
+        depth = int(m.group(1))
+        if depth in (20, 100) and depth != self.options.snapshot_depth:
+            self.options = dataclasses.replace(self.options, snapshot_depth=depth)
+        named = parse_qs(query).get("symbol")
+        symbol = named[0] if named else self._passive_rest_symbol(status, body)
+        st = self._books.get(symbol) if symbol is not None else None
+        if st is None or st.l2 is None:
+            return Step()
+        if st.state is _St.LIVE and st.shadow is None and st.l2.sync.state is SyncState.SYNCED:
+            # asked for by the refresh the live timer started (see _passive_refresh)
+            st.shadow = _L2(st.symbol, self.options.max_buffer)
+        return self.on_rest(RestResult(f"l2:{st.symbol}", status, body, error=error), now)
+
+    def _passive_note_ask(self, st: _Stream) -> None:
+        """Passive: the order in which snapshot calls were emitted (live answers come
+        back in that order: one REST worker per connection)."""
+        self._passive_asks += 1
+        self._passive_asked[st.symbol] = self._passive_asks
+
+    def _passive_rest_symbol(self, status: int | None, body: bytes) -> str | None:
+        """The book an unnamed snapshot answer was asked for, among the books that
+        wait for one (calibrating, else refreshing, else any acknowledged book):
+        see :func:`~gapless.venues.seqsync.pick_snapshot_owner`."""
+        books = [
+            s
+            for s in self._books.values()
+            if s.l2 is not None and s.state in (_St.SYNCING, _St.LIVE)
+        ]
+        pool = (
+            [s for s in books if s.state is _St.SYNCING]
+            or [s for s in books if s.shadow is not None]
+            or books
+        )
+        if len(pool) <= 1:
+            return pool[0].symbol if pool else None
+        seq: int | None = None
+        if status == 200:
+            try:
+                snap = p.decode_l2_snapshot(body)
+            except DecodeError:
+                snap = None
+            if isinstance(snap, p.L2Snapshot):
+                seq = snap.sequence
+        candidates: list[tuple[str, bool, int | None]] = []
+        for st in pool:
+            l2 = st.shadow if st.state is _St.LIVE and st.shadow is not None else st.l2
+            assert l2 is not None
+            sync = l2.sync
+            refs = (sync.first_seq, sync.seq, sync.pending_snapshot, st.last_seq)
+            ref = next((v for v in refs if v is not None), None)
+            candidates.append((st.symbol, st.fetching, ref))
+        return pick_snapshot_owner(candidates, seq, self._passive_asked)
+
+    def _passive_refresh(self, symbol: str, now: Now) -> None:
+        """Replay: start the refresh calibration (shadow) that the live timer starts
+        when the verified window thins (:meth:`_book_timer`), already at the
+        message that thinned it, so it has buffered whatever came between the
+        live call and its answer (a superset of the live buffer, which the
+        calibration trims to the same result). The live minimum interval between
+        refreshes is not applied: it only spaces calls (whose answers are in the
+        capture), and a shadow no answer comes for just waits."""
+        st = self._books.get(symbol)
+        if st is None or st.state is not _St.LIVE or st.shadow is not None or not self._thin(st):
+            return
+        st.shadow = _L2(st.symbol, self.options.max_buffer)
+
     # ------------------------------------------------------------------ lifecycle
     def on_connected(self, conn: str, now: Now) -> Step:
         """Nothing is sent before the welcome (§2.3)."""
@@ -767,6 +952,8 @@ class KucoinAdapter:
         self, out: Step, text: str, now: Now, req: _Req | None, *, urgent: bool = False
     ) -> None:
         """Send within the uplink budget (§2.4: 100 messages per 10 s); pings never wait."""
+        if self.passive:
+            return  # replay: what was sent is in the capture (observe_sent)
         win = self._uplink
         while win and now.mono - win[0] >= _WINDOW_S:
             win.popleft()
@@ -1002,6 +1189,8 @@ class KucoinAdapter:
                 key=f"l2:{st.symbol}", method="GET", url=f"{self.options.rest_url}{path}", weight=2
             )
         )
+        if self.passive:
+            self._passive_note_ask(st)
 
     def _retry_snapshot(self, st: _Stream, now: Now, out: Step, wait: float | None = None) -> None:
         opts = self.options
@@ -1459,6 +1648,8 @@ class KucoinAdapter:
             return out
         if isinstance(msg, p.L2Update):
             self._on_l2(msg, now, out)
+            if self.passive:
+                self._passive_refresh(msg.symbol, now)
         elif isinstance(msg, p.Match):
             self._on_match(msg, now, out)
         elif isinstance(msg, p.TickerMsg):
@@ -1512,7 +1703,7 @@ class KucoinAdapter:
     def _on_welcome(self, msg: p.Welcome, now: Now, out: Step) -> None:
         if self.welcomed:
             return
-        if msg.id != self._connect_id:
+        if msg.id != self._connect_id and not self.passive:
             self._penalise(now)
             out.reconnect = "welcome id does not match our connectId"
             return
@@ -1521,7 +1712,7 @@ class KucoinAdapter:
         if self._endpoint is not None:
             self._endpoint_failed_at.pop(self._endpoint, None)
         todo = [s for s in self._streams.values() if s.state is not _St.REJECTED]
-        if todo:
+        if todo and not self.passive:  # replay: subscriptions come from observe_sent
             self._subscribe(todo, now, out)
 
     def _on_pong(self, msg: p.Pong, now: Now) -> None:
