@@ -152,6 +152,7 @@ class _Link:
     ws: WsConnection | None = None
     rest_calls: asyncio.Queue[RestCall] | None = None
     last_frame: float = 0.0
+    opened: float = 0.0  # loop time the session started
     live_since: float | None = None
     retire: str | None = None  # set: the processor ends the session with this reason
     dialed: asyncio.Future[bool] | None = None  # successor: resolved when its dial ended
@@ -442,16 +443,32 @@ class Supervisor:
         adapter's disconnect bookkeeping (gaps a planned close caused are
         marked, and counted, through their ``detail``)."""
         reason = end.reason
-        if (
-            self._marks is not None
-            and getattr(link.adapter, "planned_reconnect", None)
-            and _venue_closed(reason)
-        ):
+        if self._marks is not None and self._planned_end(link, reason):
             reason = f"{PLANNED_DETAIL}: {reason}"
         await self._deliver(link, end.events)
         await self._deliver(link, link.adapter.on_disconnected(reason, self._now()).events)
 
     # ------------------------------------------------------------------ make-before-break
+    def _planned_end(self, link: _Link, reason: str) -> bool:
+        """Did ``link`` end by the planned close itself (so its gaps are the plan's)?
+
+        Our own break-before-make (``planned: ...``) does; so does a clean venue
+        close (1000/1001, protocols.md §2.1, §3.2) after a ``serverShutdown``, or
+        at the lifetime. An abort, a 1008, a dead peer, or a clean close long
+        before the lifetime is another fault that happened meanwhile."""
+        planned = getattr(link.adapter, "planned_reconnect", None)
+        if not planned:
+            return False
+        if reason.startswith("planned: "):
+            return True
+        if not any(f"(code {c}" in reason for c in (1000, 1001)):
+            return False
+        lifetime = getattr(getattr(link.adapter, "options", None), "lifetime_s", None)
+        if "lifetime" in planned and isinstance(lifetime, (int, float)):
+            assert self._loop is not None
+            return self._loop.time() - link.opened >= lifetime - 1.0
+        return True
+
     def _maybe_start_handover(self, link: _Link, now: Now) -> None:
         """The primary's adapter flagged a planned close: dial a successor."""
         if (
@@ -558,7 +575,7 @@ class Supervisor:
             reason += f" (forced: {old.conn} ended first: {end.reason})"
             log.warning("%s: %s", self.name, reason)
             await self._deliver(old, end.events)
-            await self._release(ho.force(self._now(), planned=_venue_closed(end.reason)))
+            await self._release(ho.force(self._now(), planned=self._planned_end(old, end.reason)))
         else:
             log.info("%s: %s", self.name, reason)
         self.stats.last_close = end.reason
@@ -598,7 +615,7 @@ class Supervisor:
         assert link.ws is not None
         loop = self._loop
         ws = link.ws
-        link.last_frame = loop.time()
+        link.last_frame = link.opened = loop.time()
         link.live_since = None
         self._record(link, "ws_open", url=safe_url(link.adapter.url))
         queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
@@ -837,14 +854,6 @@ class Supervisor:
         ):
             return
         await self._to(target, f"adapter phase {phase.value}")
-
-
-def _venue_closed(reason: str) -> bool:
-    """Did the session end the way a planned close ends: a clean close by the venue
-    (1000/1001, protocols.md §2.1, §3.2), or our own planned break-before-make?
-    An abort, a 1008 or a dead peer while a planned close was pending is that
-    fault's doing, not the plan's."""
-    return reason.startswith("planned: ") or any(f"(code {c}" in reason for c in (1000, 1001))
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
