@@ -42,6 +42,7 @@ from gapless.runtime.feed import Feed, connect
 from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
 from gapless.sim import (
+    DEFAULT_CHAOS_KINDS,
     BinanceSim,
     BinanceSimConfig,
     Fault,
@@ -289,7 +290,7 @@ async def run_demo(
                 with contextlib.suppress(asyncio.CancelledError):
                     await consumer
             report_books = _freeze_books(
-                {(sym, d): _client_book(feed, venue, sym, d) for venue, sym, d in _book_keys(final)}
+                {(sym, d): _client_book(feed, venue, sym, d) for venue, sym, d in final}
             )
             valid_at_end = {k: (v.valid if v else False) for k, v in report_books.items()}
             await feed.aclose()
@@ -342,7 +343,7 @@ def _scenarios(
     seed: int,
     min_faults: int,
 ) -> dict[str, Scenario]:
-    kinds: dict[str, tuple[str, ...]] = {"kraken": _kraken_kinds(), **DEMO_FAULT_KINDS}
+    kinds: dict[str, tuple[str, ...]] = {"kraken": tuple(DEFAULT_CHAOS_KINDS), **DEMO_FAULT_KINDS}
     kinds = {v: kinds[v] for v in venues}
     if scenario is not None:
         return _split(scenario, kinds)
@@ -355,12 +356,6 @@ def _scenarios(
                 duration_s, seed * 31 + i, min_faults=max(4, min_faults // 2), kinds=kinds[venue]
             )
     return out
-
-
-def _kraken_kinds() -> tuple[str, ...]:
-    from gapless.sim.faults import DEFAULT_CHAOS_KINDS
-
-    return tuple(DEFAULT_CHAOS_KINDS)
 
 
 def _venue_of(rec: Mapping[str, Any]) -> str:
@@ -386,10 +381,6 @@ def _final_books(sims: Mapping[str, Any], depth: int) -> dict[tuple[str, str, in
             for sym, book in books.items():
                 out[(venue, sym, n)] = {"bids": book["bids"][:n], "asks": book["asks"][:n]}
     return out
-
-
-def _book_keys(final: Mapping[tuple[str, str, int], Any]) -> list[tuple[str, str, int]]:
-    return list(final)
 
 
 def _client_book(feed: Feed, venue: str, symbol: str, depth: int) -> Any:

@@ -196,7 +196,7 @@ class Handover:
             p.cover, p.cover_ts, p.snapshot = k, ev.exchange_ts_ns, True
         else:
             if p.cover is None:
-                if p.snapshot is False and isinstance(ev, BookUpdate):
+                if isinstance(ev, BookUpdate):
                     return []  # an update before any snapshot cannot be placed
                 p.cover, p.cover_ts, p.contiguous = k, ev.exchange_ts_ns, _contiguous(ev)
             p.events.append(ev)

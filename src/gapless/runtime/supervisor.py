@@ -105,10 +105,13 @@ class SupervisorStats:
 
 
 class _Ended(Exception):
-    def __init__(self, reason: str, events: list[Event] | None = None) -> None:
+    def __init__(
+        self, reason: str, events: list[Event] | None = None, *, venue_code: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.events = events or []
+        self.venue_code = venue_code  # the close code when the venue ended the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,7 @@ class _SessionEnd:
     reason: str
     live_for: float | None
     events: list[Event]
+    venue_code: int | None = None  # the close code when the venue ended the session
 
 
 @dataclass(eq=False, slots=True)
@@ -238,11 +242,6 @@ class Supervisor:
     def state(self) -> ConnState:
         return self.sm.state
 
-    @property
-    def handing_over(self) -> bool:
-        """A make-before-break handover is in progress."""
-        return self._handover is not None
-
     async def _to(self, to: ConnState, reason: str, delay_s: float | None = None) -> None:
         if self.sm.state is to:
             return
@@ -281,13 +280,13 @@ class Supervisor:
                 await self._emit(ev)
             return
         ho = self._handover
-        from_successor = ho is not None and link.adapter is self._ho_adapter
-        now = self._now() if from_successor else None
-        for ev in events:
-            if ho is not None and from_successor:
-                assert now is not None
+        if ho is not None and link.adapter is self._ho_adapter:
+            now = self._now()
+            for ev in events:
                 await self._release(ho.offer(ev, now))
-            elif marks.admit(ev, merging=ho is not None):
+            return
+        for ev in events:
+            if marks.admit(ev, merging=ho is not None):
                 await self._emit_counted(ev)
 
     async def _release(self, events: list[Event]) -> None:
@@ -443,13 +442,13 @@ class Supervisor:
         adapter's disconnect bookkeeping (gaps a planned close caused are
         marked, and counted, through their ``detail``)."""
         reason = end.reason
-        if self._marks is not None and self._planned_end(link, reason):
+        if self._marks is not None and self._planned_end(link, end):
             reason = f"{PLANNED_DETAIL}: {reason}"
         await self._deliver(link, end.events)
         await self._deliver(link, link.adapter.on_disconnected(reason, self._now()).events)
 
     # ------------------------------------------------------------------ make-before-break
-    def _planned_end(self, link: _Link, reason: str) -> bool:
+    def _planned_end(self, link: _Link, end: _SessionEnd) -> bool:
         """Did ``link`` end by the planned close itself (so its gaps are the plan's)?
 
         Our own break-before-make (``planned: ...``) does; so does a clean venue
@@ -459,9 +458,9 @@ class Supervisor:
         planned = getattr(link.adapter, "planned_reconnect", None)
         if not planned:
             return False
-        if reason.startswith("planned: "):
+        if end.reason.startswith("planned: "):
             return True
-        if not any(f"(code {c}" in reason for c in (1000, 1001)):
+        if end.venue_code not in (1000, 1001):
             return False
         lifetime = getattr(getattr(link.adapter, "options", None), "lifetime_s", None)
         if "lifetime" in planned and isinstance(lifetime, (int, float)):
@@ -575,7 +574,7 @@ class Supervisor:
             reason += f" (forced: {old.conn} ended first: {end.reason})"
             log.warning("%s: %s", self.name, reason)
             await self._deliver(old, end.events)
-            await self._release(ho.force(self._now(), planned=self._planned_end(old, end.reason)))
+            await self._release(ho.force(self._now(), planned=self._planned_end(old, end)))
         else:
             log.info("%s: %s", self.name, reason)
         self.stats.last_close = end.reason
@@ -621,6 +620,7 @@ class Supervisor:
         queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
         reason = "session ended"
         end_events: list[Event] = []
+        venue_code: int | None = None
         # REST answers re-enter the processing queue, so the adapter sees them in order
         link.rest_calls = asyncio.Queue() if self.rest is not None else None
         try:
@@ -631,7 +631,7 @@ class Supervisor:
                     await self._apply(link, self._drain_outbox(self._now()))
                 await self._apply(link, link.adapter.on_connected(link.conn, self._now()))
             except _Ended as exc:
-                reason, end_events = exc.reason, exc.events
+                reason, end_events, venue_code = exc.reason, exc.events, exc.venue_code
             else:
                 try:
                     async with asyncio.TaskGroup() as tg:
@@ -643,7 +643,7 @@ class Supervisor:
                 except* _Ended as group:
                     first = group.exceptions[0]
                     assert isinstance(first, _Ended)
-                    reason, end_events = first.reason, first.events
+                    reason, end_events, venue_code = first.reason, first.events, first.venue_code
         finally:
             if ws.closed is None:
                 if link.retire is not None:
@@ -654,7 +654,7 @@ class Supervisor:
                 await asyncio.shield(ws.close(1000, why))
             self._record(link, "ws_close", code=ws.closed.code if ws.closed else None, data=reason)
         live_for = loop.time() - link.live_since if link.live_since is not None else None
-        return _SessionEnd(reason, live_for, end_events)
+        return _SessionEnd(reason, live_for, end_events, venue_code)
 
     async def _reader(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
         assert self._loop is not None
@@ -746,7 +746,7 @@ class Supervisor:
             )
         code = closed.code if closed else None
         why = closed.reason if closed and closed.reason else ""
-        raise _Ended(f"connection closed (code {code}{': ' + why if why else ''})")
+        raise _Ended(f"connection closed (code {code}{': ' + why if why else ''})", venue_code=code)
 
     async def _watchdog(self, link: _Link) -> None:
         assert self._loop is not None
