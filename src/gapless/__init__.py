@@ -15,17 +15,22 @@ Every event type lives in :mod:`gapless.events`; errors in :mod:`gapless.errors`
 from __future__ import annotations
 
 from gapless.book import BookView
-from gapless.errors import GaplessError, GaveUp
+from gapless.errors import GaplessError, GaveUp, OrderRefused
 from gapless.events import (
     BadFrame,
+    BalanceUpdate,
     BookSnapshot,
     BookTicker,
     BookUpdate,
     ConnectionState,
+    DeadMansSwitch,
     Event,
     Gap,
     GapCause,
     Level,
+    OrderResponse,
+    OrderUpdate,
+    Reconciled,
     Subscribed,
     SubscriptionRejected,
     Ticker,
@@ -44,11 +49,13 @@ __version__ = "0.1.0"
 __all__ = [
     "BackoffPolicy",
     "BadFrame",
+    "BalanceUpdate",
     "BookSnapshot",
     "BookTicker",
     "BookUpdate",
     "BookView",
     "ConnectionState",
+    "DeadMansSwitch",
     "Event",
     "Feed",
     "Gap",
@@ -56,6 +63,10 @@ __all__ = [
     "GaplessError",
     "GaveUp",
     "Level",
+    "OrderRefused",
+    "OrderResponse",
+    "OrderUpdate",
+    "Reconciled",
     "RuntimeOptions",
     "Subscribed",
     "SubscriptionRejected",

@@ -11,6 +11,9 @@
     │   ├── HandshakeRejected  HTTP error on upgrade (429 ban, 503 maintenance)
     │   └── GaveUp             RuntimeOptions.give_up_after consecutive failed attempts
     ├── OutboxFull             control request queued while disconnected, but the outbox is full
+    ├── OrderRefused           an order request the order gate did not send (disconnected,
+    │                          wrong system status, no private connection); never re-sent
+    ├── AuthError              the venue refused our credentials (bad key, signature, token)
     └── FeedClosed             the feed was closed
 
 Decoders raise only :class:`DecodeError` on bad input: a session catches it,
@@ -26,6 +29,7 @@ inside an ``ExceptionGroup``.
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "DecodeError",
     "FeedClosed",
@@ -33,6 +37,7 @@ __all__ = [
     "GaveUp",
     "HandshakeRejected",
     "LocalProtocolError",
+    "OrderRefused",
     "OutboxFull",
     "ProtocolError",
     "TransportError",
@@ -83,3 +88,19 @@ class OutboxFull(GaplessError):
 
 class FeedClosed(GaplessError):
     """The feed has been closed."""
+
+
+class OrderRefused(GaplessError):
+    """The order gate refused a request before sending it: ``reason`` is
+    ``disconnected``, ``not_ready``, ``maintenance``, ``cancel_only``,
+    ``post_only``, ``limit_only``, ``no_private_connection`` or ``closing``.
+    Order requests are never queued or replayed on a later connection."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthError(GaplessError):
+    """The venue refused the credentials (bad key or signature, expired token,
+    missing permission). Messages never contain the key, secret or token."""

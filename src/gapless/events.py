@@ -16,6 +16,15 @@ Stream keys name one logical feed and are what :class:`Gap` refers to:
 - ``kraken:book:BTC/USD:10`` (book, with its subscribed depth)
 - ``kraken:trade:BTC/USD``
 - ``kraken:ticker:BTC/USD``
+- ``kraken:executions:*`` and ``kraken:balances:*`` (the account's own orders
+  and balances; ``*`` because they cover every symbol)
+
+Private events (:class:`OrderUpdate`, :class:`BalanceUpdate`) carry a
+``source``: ``snapshot`` (the venue's authoritative snapshot after a
+(re)connect), ``update`` (a live message) or ``reconciled`` (a change that
+happened while the client could not see it, learned from the snapshot or
+from REST after a :class:`Gap`). A :class:`Reconciled` event ends every
+reconciliation: from then on the user's view equals the venue's.
 
 The invariant (design.md §1): every event the venue published on a stream is
 delivered exactly once, or falls inside a :class:`Gap` on that stream whose
@@ -35,15 +44,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadFrame",
+    "BalanceUpdate",
     "BookSnapshot",
     "BookTicker",
     "BookUpdate",
     "ConnectionState",
+    "DeadMansSwitch",
     "Event",
     "Gap",
     "GapCause",
     "Level",
     "MarketEvent",
+    "OrderResponse",
+    "OrderUpdate",
+    "Reconciled",
     "Subscribed",
     "SubscriptionRejected",
     "Ticker",
@@ -280,6 +294,127 @@ class WatchdogFired(Event, frozen=True, kw_only=True):
     kind: str
     stream: str | None = None
     silent_for_s: float = 0.0
+
+
+class OrderUpdate(Event, frozen=True, kw_only=True):
+    """One of the account's orders changed (or was stated by a snapshot).
+
+    ``status``: ``pending_new``, ``new``, ``partially_filled``, ``filled``,
+    ``canceled``, ``expired`` (Kraken's ``order_status`` values, protocols.md
+    §1.10; other venues are mapped onto them). ``exec_type`` says what
+    happened (``new``, ``trade``, ``filled``, ``canceled``, ``expired``,
+    ``amended``, ``restated``, ``status``; ``snapshot`` for a snapshot line and
+    ``reconciled`` for a change learned after a gap). The fill fields
+    (``exec_id`` ... ``fee``) are set only for a fill.
+    ``cum_qty``/``avg_price`` are the order's totals after this change."""
+
+    stream: str
+    order_id: str
+    symbol: str
+    status: str
+    exec_type: str
+    source: str
+    exchange_ts_ns: int | None = None
+    cl_ord_id: str | None = None
+    side: str | None = None
+    order_type: str | None = None
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+    cum_qty: Decimal | None = None
+    cum_cost: Decimal | None = None
+    avg_price: Decimal | None = None
+    exec_id: str | None = None
+    trade_id: int | None = None
+    last_qty: Decimal | None = None
+    last_price: Decimal | None = None
+    liquidity: str | None = None  # "t" taker | "m" maker
+    fee: Decimal | None = None
+    fee_asset: str | None = None
+    reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("pending_new", "new", "partially_filled")
+
+
+class BalanceUpdate(Event, frozen=True, kw_only=True):
+    """The balance of ``asset`` is now ``balance`` (the venue's total).
+
+    ``change`` is the ledger amount that produced it (a live update), or the
+    difference from the previously known balance (a reconciled change); it is
+    None on a snapshot line. ``ref_id`` links the ledger entries of one trade."""
+
+    stream: str
+    asset: str
+    balance: Decimal
+    source: str
+    exchange_ts_ns: int | None = None
+    change: Decimal | None = None
+    fee: Decimal | None = None
+    ledger_id: str | None = None
+    ref_id: str | None = None
+    kind: str | None = None  # ledger type: trade, deposit, ...
+    available: Decimal | None = None  # venues that report it (KuCoin, Binance)
+    hold: Decimal | None = None
+
+
+class OrderResponse(Event, frozen=True, kw_only=True):
+    """The answer to an order request (``add_order``, ``cancel_order``,
+    ``cancel_all``, ``cancel_all_orders_after``), correlated by ``req_id``.
+
+    ``outcome``: ``accepted``; ``rejected`` (by the venue, ``error`` is its
+    text); ``refused`` (by gapless's order gate before sending: disconnected,
+    or the system status forbids it; nothing was sent); ``unknown`` (sent, but
+    the connection ended or the deadline passed before an answer: the order
+    may or may not exist; reconciliation will tell, and the request is never
+    re-sent)."""
+
+    conn: str
+    req_id: int
+    method: str
+    outcome: str
+    order_id: str | None = None
+    cl_ord_id: str | None = None
+    error: str | None = None
+    count: int | None = None  # cancel_all
+    exchange_ts_ns: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "accepted"
+
+
+class DeadMansSwitch(Event, frozen=True, kw_only=True):
+    """The dead man's switch (Kraken ``cancel_all_orders_after``, protocols.md §1.11).
+
+    ``state``: ``armed`` (the venue confirmed; ``trigger_ts_ns`` is when it
+    cancels every order unless refreshed), ``disarmed`` (timeout 0 confirmed:
+    clean shutdown or a known maintenance window), ``refresh_failed`` (the
+    venue refused or did not answer in time; ``error`` says why: your open
+    orders are protected only until the last trigger time)."""
+
+    conn: str
+    state: str
+    timeout_s: int
+    trigger_ts_ns: int | None = None
+    error: str | None = None
+
+
+class Reconciled(Event, frozen=True, kw_only=True):
+    """A reconciliation finished: after a (re)connect or a private sequence gap,
+    the snapshot (and REST for orders that closed meanwhile) was compared with
+    what the user had seen, and every difference was delivered as an
+    ``OrderUpdate``/``BalanceUpdate`` with ``source="reconciled"``.
+    ``complete`` is False when REST could not confirm every order (the
+    ``detail`` says which); the orders are queried again later."""
+
+    conn: str
+    reason: str
+    orders_changed: int
+    balances_changed: int
+    open_orders: int
+    complete: bool = True
+    detail: str = ""
 
 
 def event_to_dict(ev: Event) -> dict[str, Any]:

@@ -16,21 +16,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any, Protocol, cast
 
 from gapless.book import Book, BookView
-from gapless.errors import ConfigError, FeedClosed
-from gapless.events import Event
+from gapless.errors import ConfigError, FeedClosed, OrderRefused
+from gapless.events import Event, OrderResponse, OrderUpdate
 from gapless.runtime.backoff import TokenBucket
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
-from gapless.secrets import Credentials
+from gapless.secrets import CREDENTIALS_FILE_ENV, Credentials
 from gapless.sinks.capture import CaptureWriter
 from gapless.venues.base import Now, StreamSpec, VenueAdapter
 from gapless.venues.kraken.adapter import KrakenAdapter, KrakenOptions
+from gapless.venues.kraken.private import KrakenPrivateAdapter, KrakenPrivateOptions, OrderRequest
 
 __all__ = ["Feed", "VenueLimits", "connect"]
 
@@ -59,6 +61,8 @@ VENUES = ("kraken", "binance", "kucoin")
 #: ``urls`` keys: the WebSocket endpoint per venue, plus REST bases.
 URL_KEYS = {
     "kraken": ("kraken", "url"),
+    "kraken_auth": ("kraken_private", "url"),
+    "kraken_rest": ("kraken_private", "rest_url"),
     "binance": ("binance", "ws_url"),
     "binance_rest": ("binance", "rest_url"),
     "kucoin_rest": ("kucoin", "rest_url"),
@@ -84,6 +88,13 @@ class FeedAdapter(VenueAdapter, Protocol):
     def counters(self) -> Mapping[str, Any]: ...
 
 
+PRIVATE_CHANNELS = {"kraken": ("executions", "balances")}
+
+
+def _is_private(spec: StreamSpec) -> bool:
+    return spec.channel in PRIVATE_CHANNELS.get(spec.venue, ())
+
+
 def _new_adapter(venue: str, options: Any) -> FeedAdapter:
     if venue == "kraken":
         return KrakenAdapter(options=options)
@@ -97,6 +108,8 @@ def _new_adapter(venue: str, options: Any) -> FeedAdapter:
 
 
 def _default_options(venue: str) -> Any:
+    if venue == "kraken_private":
+        return KrakenPrivateOptions()
     if venue == "kraken":
         return KrakenOptions()
     if venue == "binance":
@@ -124,11 +137,18 @@ class Feed:
         queue_size: int = 10_000,
         limits: Mapping[str, VenueLimits] | None = None,
         credentials: Mapping[str, Credentials] | None = None,
+        kraken_private: Any = None,
+        credentials_file: str | None = None,
     ) -> None:
         if not specs:
             raise ConfigError("connect() needs at least one stream")
         self.runtime = runtime or RuntimeOptions()
-        options: dict[str, Any] = {"kraken": kraken, "binance": binance, "kucoin": kucoin}
+        options: dict[str, Any] = {
+            "kraken": kraken,
+            "binance": binance,
+            "kucoin": kucoin,
+            "kraken_private": kraken_private,
+        }
         for key, url in (urls or {}).items():
             if key not in URL_KEYS:
                 raise ConfigError(f"unknown key in urls: {key!r} (known: {sorted(URL_KEYS)})")
@@ -141,20 +161,26 @@ class Feed:
         self._limits = {**DEFAULT_LIMITS, **(limits or {})}
         self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
         self._adapters: list[FeedAdapter] = []
+        # Public data needs no credentials; if the environment (or the credentials
+        # file) provides some they are held as Secrets (never printed) and
+        # registered for redaction in captures. Private streams require them.
+        self.credentials: dict[str, Credentials] = dict(credentials or {})
+        for venue in {spec.venue for spec in specs if spec.venue in VENUES}:
+            if venue not in self.credentials:
+                found = Credentials.load(venue, path=credentials_file)
+                if found is not None:
+                    self.credentials[venue] = found
+        self._private: dict[str, KrakenPrivateAdapter] = {}
         for spec in specs:
             if spec.venue not in VENUES:
                 raise ConfigError(f"venue {spec.venue!r} is not supported (known: {VENUES})")
+            if _is_private(spec):
+                self._place_private(spec, options.get(f"{spec.venue}_private"))
+                continue
             self._place(spec, options[spec.venue] or _default_options(spec.venue))
         self._capture_path = capture
         self.capture: CaptureWriter | None = None  # opened in __aenter__, not here
-        # Public data needs no credentials; if the environment provides some they are
-        # held as Secrets (never printed) and registered for redaction in captures.
-        self.credentials: dict[str, Credentials] = dict(credentials or {})
-        for adapter in self._adapters:
-            if adapter.venue not in self.credentials:
-                found = Credentials.from_env(adapter.venue)
-                if found is not None:
-                    self.credentials[adapter.venue] = found
+        self._answers: dict[tuple[str, int], asyncio.Future[OrderResponse]] = {}
         for creds in self.credentials.values():
             log.debug(
                 "credentials for %s: key=%s secret=%s", creds.venue, creds.api_key, creds.api_secret
@@ -165,6 +191,7 @@ class Feed:
         self._closed = False
         self._leftover: list[Event] = []
         self._rest: RestClient | None = None
+        self.close_timeout_s = 3.0  # bound on a private connection's clean close
 
     def _place(self, spec: StreamSpec, venue_options: Any) -> None:
         """Put a stream on a connection that can carry it, opening one if needed:
@@ -186,6 +213,22 @@ class Feed:
         adapter.add(spec)
         self._adapters.append(adapter)
 
+    def _place_private(self, spec: StreamSpec, venue_options: Any) -> None:
+        """Private streams share one authenticated connection per venue."""
+        adapter = self._private.get(spec.venue)
+        if adapter is None:
+            creds = self.credentials.get(spec.venue)
+            if creds is None:
+                raise ConfigError(
+                    f"{spec.key} needs {spec.venue} API credentials: set "
+                    f"GAPLESS_{spec.venue.upper()}_API_KEY and _API_SECRET, or a credentials "
+                    f"file (${CREDENTIALS_FILE_ENV}), or pass credentials="
+                )
+            adapter = KrakenPrivateAdapter(creds, venue_options or KrakenPrivateOptions())
+            self._private[spec.venue] = adapter
+            self._adapters.append(cast(FeedAdapter, adapter))
+        adapter.add(spec)
+
     def _live(self) -> list[FeedAdapter]:
         """Each connection's current adapter: a make-before-break handover
         replaces a supervisor's adapter with its successor."""
@@ -203,7 +246,7 @@ class Feed:
                     self.capture.redact(value)
         buckets: dict[str, TokenBucket] = {}
         budgets: dict[str, RestBudget] = {}
-        if any(a.venue != "kraken" for a in self._adapters):
+        if any(a.venue != "kraken" or getattr(a, "needs_rest", False) for a in self._adapters):
             self._rest = RestClient()
             await self._rest.__aenter__()
         counts: dict[str, int] = {}
@@ -254,6 +297,15 @@ class Feed:
         if self._closed:
             return
         self._closed = True
+        # order safety first: private connections disarm the dead man's switch
+        # (and wait for the venue to confirm, bounded) before anything is cancelled
+        closers = [
+            sup.close_gracefully(self.close_timeout_s)
+            for sup in self.supervisors
+            if getattr(sup.adapter, "private", False)
+        ]
+        if closers:
+            await asyncio.gather(*closers, return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         if self._tasks:
@@ -274,6 +326,13 @@ class Feed:
             self.capture.close()
 
     async def _emit(self, ev: Event) -> None:
+        if isinstance(ev, OrderResponse):
+            fut = self._answers.pop((ev.venue, ev.req_id), None)
+            if fut is not None and not fut.done():
+                fut.set_result(ev)
+        if self._closed and self._queue.full():
+            self._leftover.append(ev)  # closing: never block on a consumer that stopped
+            return
         await self._queue.put(ev)
 
     # ------------------------------------------------------------------ consuming
@@ -335,6 +394,121 @@ class Feed:
     def adapters(self) -> list[FeedAdapter]:
         return list(self._live())
 
+    # ------------------------------------------------------------------ account
+    def _private_pair(self, venue: str) -> tuple[Supervisor, KrakenPrivateAdapter]:
+        if self._closed:
+            raise OrderRefused("closing", "the feed is closed")
+        adapter = self._private.get(venue)
+        for sup in self.supervisors:
+            if adapter is not None and sup.adapter is adapter:
+                return sup, adapter
+        raise OrderRefused(
+            "no_private_connection",
+            f"no {venue} private connection: add {venue}.executions() to connect(...)",
+        )
+
+    def orders(self, venue: str = "kraken") -> dict[str, OrderUpdate]:
+        """Every order of the account seen on ``venue`` (latest state), open and closed."""
+        adapter = self._private.get(venue)
+        return {} if adapter is None else adapter.orders()
+
+    def open_orders(self, venue: str = "kraken") -> dict[str, OrderUpdate]:
+        adapter = self._private.get(venue)
+        return {} if adapter is None else adapter.open_orders()
+
+    def balances(self, venue: str = "kraken") -> dict[str, Any]:
+        """The account's balance per asset (the venue's total), as of the last event."""
+        adapter = self._private.get(venue)
+        return {} if adapter is None else adapter.balances()
+
+    async def add_order(
+        self,
+        venue: str,
+        *,
+        symbol: str,
+        side: str,
+        qty: Any,
+        order_type: str = "limit",
+        limit_price: Any = None,
+        time_in_force: str | None = None,
+        post_only: bool = False,
+        cl_ord_id: str | None = None,
+    ) -> OrderResponse:
+        """Place an order over the private WebSocket; returns the venue's answer.
+
+        Raises :class:`~gapless.errors.OrderRefused` at once when the order
+        gate will not send it (disconnected, reconciling, or the system status
+        forbids it) and :class:`~gapless.errors.ConfigError` for invalid
+        arguments. The answer's ``outcome`` is ``accepted``, ``rejected`` or
+        ``unknown`` (sent, no answer: see the next ``Reconciled``); the
+        request is never re-sent."""
+
+        def build(req_id: int) -> OrderRequest:
+            return OrderRequest(
+                "add_order",
+                req_id,
+                symbol=symbol,
+                side=side,
+                order_type=order_type,
+                qty=_dec(qty, "qty"),
+                limit_price=None if limit_price is None else _dec(limit_price, "limit_price"),
+                time_in_force=time_in_force,
+                post_only=post_only,
+                cl_ord_id=cl_ord_id,
+            )
+
+        return await self._order(venue, build)
+
+    async def cancel_order(
+        self,
+        venue: str,
+        *,
+        order_ids: list[str] | tuple[str, ...] = (),
+        cl_ord_ids: list[str] | tuple[str, ...] = (),
+    ) -> OrderResponse:
+        return await self._order(
+            venue,
+            lambda r: OrderRequest(
+                "cancel_order", r, order_ids=tuple(order_ids), cl_ord_ids=tuple(cl_ord_ids)
+            ),
+        )
+
+    async def cancel_all(self, venue: str) -> OrderResponse:
+        return await self._order(venue, lambda r: OrderRequest("cancel_all", r))
+
+    async def _order(self, venue: str, build: Callable[[int], OrderRequest]) -> OrderResponse:
+        sup, adapter = self._private_pair(venue)
+        req = build(0)
+        req.validate()
+        refused = adapter.gate(req)
+        if refused is not None:
+            adapter.stats.orders_refused += 1
+            raise OrderRefused(refused[0], f"{venue} {req.method} refused: {refused[1]}")
+        req = build(adapter.new_req_id())
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[OrderResponse] = loop.create_future()
+        self._answers[(venue, req.req_id)] = fut
+        if not sup.submit(req):
+            self._answers.pop((venue, req.req_id), None)
+            adapter.stats.orders_refused += 1
+            raise OrderRefused("disconnected", f"{venue} {req.method} refused: no live session")
+        # the adapter answers every request: accepted, rejected, refused, or unknown
+        # (connection lost / its own deadline), so this wait is bounded by that deadline
+        try:
+            async with asyncio.timeout(adapter.options.request_timeout_s + 5.0):
+                return await fut
+        except TimeoutError:
+            self._answers.pop((venue, req.req_id), None)
+            return OrderResponse(
+                venue=venue,
+                local_ts_ns=self.runtime.wall_clock(),
+                conn=sup.conn,
+                req_id=req.req_id,
+                method=req.method,
+                outcome="unknown",
+                error="no answer from the session in time; not re-sent",
+            )
+
     def subscribe(self, spec: StreamSpec) -> None:
         """Add a stream while running. Queued in the connection's bounded outbox
         (raises :class:`OutboxFull` when full) and sent once connected."""
@@ -358,7 +532,7 @@ class Feed:
         pairs = [
             (sup, a)
             for sup, a in zip(self.supervisors, self._live(), strict=True)
-            if a.venue == spec.venue
+            if a.venue == spec.venue and getattr(a, "private", False) == _is_private(spec)
         ]
         for sup, adapter in pairs:
             if spec.key in adapter.streams() or any(s == spec for _, s in sup.outbox):
@@ -377,6 +551,21 @@ class Feed:
             f"no connection can carry {spec.key}: every {spec.venue} connection is full "
             "(or carries another depth of that book); pass the stream to connect() instead"
         )
+
+
+def _dec(value: Any, name: str) -> Decimal:
+    """Amounts are exact: Decimal, int or decimal text (floats are refused)."""
+    if isinstance(value, (bool, float)):
+        raise ConfigError(
+            f"{name} must be a Decimal, int or decimal string, not {type(value).__name__}"
+        )
+    try:
+        dec = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ConfigError(f"{name} is not a number") from None
+    if not dec.is_finite():
+        raise ConfigError(f"{name} must be finite")
+    return dec
 
 
 def _has_room(sup: Supervisor, adapter: FeedAdapter) -> bool:
@@ -402,8 +591,15 @@ def connect(
     queue_size: int = 10_000,
     credentials: Mapping[str, Credentials] | None = None,
     limits: Mapping[str, VenueLimits] | None = None,
+    kraken_private: Any = None,
+    credentials_file: str | None = None,
 ) -> Feed:
-    """Open a feed over the given streams; use as ``async with connect(...) as feed``."""
+    """Open a feed over the given streams; use as ``async with connect(...) as feed``.
+
+    Private streams (``kraken.executions()``, ``kraken.balances()``) need
+    credentials: ``credentials=``, the ``GAPLESS_<VENUE>_*`` environment
+    variables, or a credentials file (``credentials_file=`` or
+    ``$GAPLESS_CREDENTIALS_FILE``); see :mod:`gapless.secrets`."""
     return Feed(
         list(specs),
         urls=urls,
@@ -415,4 +611,6 @@ def connect(
         queue_size=queue_size,
         credentials=credentials,
         limits=limits,
+        kraken_private=kraken_private,
+        credentials_file=credentials_file,
     )

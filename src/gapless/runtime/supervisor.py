@@ -37,7 +37,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from gapless.errors import (
     GaplessError,
@@ -124,7 +124,35 @@ class _End:
     pass
 
 
-_Item = str | bytes | _Overflow | _End | RestResult
+class _PrivateAdapter(Protocol):
+    """An adapter that takes order requests (Kraken ``ws-auth``)."""
+
+    closing_complete: bool
+
+    def order(self, req: Any, now: Now) -> Step: ...
+
+    def closing(self, now: Now) -> Step: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """An order request from the user, processed in order with the frames."""
+
+    request: Any
+
+    def apply(self, adapter: VenueAdapter, now: Now) -> Step:
+        return cast(_PrivateAdapter, adapter).order(self.request, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Closing:
+    """A clean shutdown begins (e.g. disarm the dead man's switch)."""
+
+    def apply(self, adapter: VenueAdapter, now: Now) -> Step:
+        return cast(_PrivateAdapter, adapter).closing(now)
+
+
+_Item = str | bytes | _Overflow | _End | RestResult | _Order | _Closing
 
 _SLOW_RECONNECT_STATUSES = frozenset({"maintenance", "cancel_only"})
 _RETIRED = "make-before-break handover"
@@ -161,6 +189,8 @@ class _Link:
     retire: str | None = None  # set: the processor ends the session with this reason
     dialed: asyncio.Future[bool] | None = None  # successor: resolved when its dial ended
     task: asyncio.Task[_SessionEnd] | None = None
+    queue: asyncio.Queue[_Item] | None = None  # the processing queue of the running session
+    closing_done: asyncio.Event | None = None  # set once the adapter finished closing
 
 
 class _Successive(Protocol):
@@ -226,6 +256,41 @@ class Supervisor:
             raise OutboxFull(f"{self.name}: {len(self.outbox)} control requests already queued")
         self.outbox.append((op, spec))
 
+    def submit(self, request: Any) -> bool:
+        """Hand an order request to the running session (processed in order with
+        the frames). False when there is no session to take it, or its queue is
+        full: the caller refuses the request (it is never kept for later)."""
+        link = self._primary
+        if link is None or link.queue is None or link.ws is None or link.ws.closed is not None:
+            return False
+        if link.queue.full():
+            return False
+        link.queue.put_nowait(_Order(request))
+        return True
+
+    async def close_gracefully(self, timeout_s: float) -> bool:
+        """Let the adapter finish cleanly before the feed stops (Kraken: disarm
+        the dead man's switch and wait for the venue's answer), bounded by
+        ``timeout_s``. True when the adapter reported it finished."""
+        link = self._primary
+        adapter = link.adapter if link is not None else None
+        if link is None or link.queue is None or not callable(getattr(adapter, "closing", None)):
+            return False
+        if link.ws is None or link.ws.closed is not None:
+            return False
+        link.closing_done = done = asyncio.Event()
+        try:
+            link.queue.put_nowait(_Closing())
+        except asyncio.QueueFull:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await done.wait()
+        except TimeoutError:
+            log.warning("%s: clean close did not finish within %.1f s", self.name, timeout_s)
+            return False
+        return bool(getattr(link.adapter, "closing_complete", False))
+
     def _drain_outbox(self, now: Now) -> Step:
         step = Step()
         while self.outbox:
@@ -263,6 +328,11 @@ class Supervisor:
             attempt=self.backoff.attempts,
             delay_s=delay_s,
         )
+
+    def _register_redactions(self, link: _Link) -> None:
+        if self.capture is not None:
+            for secret in link.adapter.redactions():
+                self.capture.redact(secret)
 
     def _record(self, link: _Link, kind: str, **fields: object) -> None:
         if self.capture is not None:
@@ -618,6 +688,7 @@ class Supervisor:
         link.live_since = None
         self._record(link, "ws_open", url=safe_url(link.adapter.url))
         queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
+        link.queue = queue
         reason = "session ended"
         end_events: list[Event] = []
         venue_code: int | None = None
@@ -653,6 +724,9 @@ class Supervisor:
                     reason = "feed closed" if reason == "session ended" else reason
                 await asyncio.shield(ws.close(1000, why))
             self._record(link, "ws_close", code=ws.closed.code if ws.closed else None, data=reason)
+            link.queue = None
+            if link.closing_done is not None:
+                link.closing_done.set()  # nobody will answer on this connection any more
         live_for = loop.time() - link.live_since if link.live_since is not None else None
         return _SessionEnd(reason, live_for, end_events, venue_code)
 
@@ -721,7 +795,11 @@ class Supervisor:
                 if isinstance(item, (str, bytes)):
                     await self._apply(link, adapter.on_frame(item, now))
                 elif isinstance(item, RestResult):
-                    await self._apply(link, adapter.on_rest(item, now))
+                    step = adapter.on_rest(item, now)
+                    self._register_redactions(link)  # a token may be in the frames it sends
+                    await self._apply(link, step)
+                elif isinstance(item, (_Order, _Closing)):
+                    await self._apply(link, item.apply(adapter, now))
                 elif isinstance(item, _Overflow):
                     log.warning(
                         "%s: processing queue overflowed, %d frames dropped",
@@ -733,6 +811,8 @@ class Supervisor:
                     await self._closed(link, now)
             if primary and self._marks is not None:
                 self._maybe_start_handover(link, now)
+            if link.closing_done is not None and getattr(adapter, "closing_complete", False):
+                link.closing_done.set()
 
     async def _closed(self, link: _Link, now: Now) -> None:
         """The socket ended: a frame-too-large close is reported, then the session ends."""
@@ -792,13 +872,21 @@ class Supervisor:
                 await asyncio.sleep(max(wait, 0.001))
             budget.take(call.weight, loop.time())
         url = safe_url(call.url)
+        record_body = record_body and not call.private
         try:
-            resp = await self.rest.request(call.method, call.url, params=dict(call.params))
+            resp = await self.rest.request(
+                call.method,
+                call.url,
+                params=dict(call.params) if call.params else None,
+                headers=dict(call.headers) if call.headers else None,
+                body=call.body,
+            )
         except GaplessError as exc:
             self._record(link, "rest", method=call.method, url=url, data=str(exc))
             return RestResult(call.key, None, b"", error=str(exc))
-        # token endpoints answer with secrets: record that the call happened, not the body
-        shown = resp.text if record_body else "<body not recorded: contains a token>"
+        # token endpoints answer with secrets and signed calls carry signatures:
+        # record that the call happened, not its body
+        shown = resp.text if record_body else "<body not recorded: private call>"
         # the query is not in ``url`` (it may hold secrets); a public call's params are
         # recorded so a replay knows what was asked (e.g. which symbol's snapshot)
         params = dict(call.params) if record_body else None

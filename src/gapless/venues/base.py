@@ -59,14 +59,26 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RestCall:
-    """A REST request the adapter needs (snapshot, token). ``key`` correlates the
-    answer; ``weight`` is what the venue's rate limit charges for it."""
+    """A REST request the adapter needs (snapshot, token, reconciliation). ``key``
+    correlates the answer; ``weight`` is what the venue's rate limit charges.
+
+    ``private`` calls are signed: their params, headers, body and answer are
+    never written to captures or logs (only the method, URL and status)."""
 
     key: str
     method: str
     url: str
     params: tuple[tuple[str, str], ...] = ()
     weight: float = 1.0
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    private: bool = False
+
+    def __repr__(self) -> str:
+        shown = "<private>" if self.private else repr(self.params)
+        return (
+            f"RestCall(key={self.key!r}, method={self.method!r}, url={self.url!r}, params={shown})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ Stream specs for :func:`gapless.connect`::
     kraken.book("BTC/USD", depth=10)   # depth in {10, 25, 100, 500, 1000}
     kraken.trades("BTC/USD")
     kraken.ticker("BTC/USD")
+    kraken.executions()                # your orders and fills (needs credentials)
+    kraken.balances()                  # your balances (needs credentials)
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from gapless.venues.base import StreamSpec
 from gapless.venues.kraken.adapter import DEFAULT_URL, KrakenAdapter, KrakenOptions
 from gapless.venues.kraken.protocol import VALID_BOOK_DEPTHS
 
-__all__ = ["DEFAULT_URL", "KrakenAdapter", "KrakenOptions", "book", "ticker", "trades"]
+__all__ = [
+    "DEFAULT_URL",
+    "KrakenAdapter",
+    "KrakenOptions",
+    "balances",
+    "book",
+    "executions",
+    "ticker",
+    "trades",
+]
 
 
 def _check_symbol(symbol: str) -> str:
@@ -41,3 +52,14 @@ def trades(symbol: str) -> StreamSpec:
 def ticker(symbol: str) -> StreamSpec:
     """Level-1 ticker, triggered by trades (§1.8)."""
     return StreamSpec("kraken", "ticker", _check_symbol(symbol))
+
+
+def executions() -> StreamSpec:
+    """The account's orders and fills over ``ws-auth`` (§1.10): a snapshot of open
+    orders after every (re)connect, reconciled against REST; needs credentials."""
+    return StreamSpec("kraken", "executions", "*")
+
+
+def balances() -> StreamSpec:
+    """The account's balances and ledger entries over ``ws-auth`` (§1.10)."""
+    return StreamSpec("kraken", "balances", "*")
