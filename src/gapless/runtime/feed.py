@@ -91,6 +91,32 @@ class FeedAdapter(VenueAdapter, Protocol):
 PRIVATE_CHANNELS = {"kraken": ("executions", "balances")}
 
 
+class PrivateAdapter(Protocol):
+    """What the feed needs from a venue's private (account) adapter."""
+
+    venue: str
+    options: Any
+    stats: Any
+
+    def add(self, spec: StreamSpec) -> None: ...
+
+    def orders(self) -> dict[str, OrderUpdate]: ...
+
+    def open_orders(self) -> dict[str, OrderUpdate]: ...
+
+    def balances(self) -> dict[str, Decimal]: ...
+
+    def gate(self, req: OrderRequest) -> tuple[str, str] | None: ...
+
+    def new_req_id(self) -> int: ...
+
+
+def _new_private_adapter(venue: str, creds: Credentials, options: Any) -> PrivateAdapter:
+    if venue == "kraken":
+        return KrakenPrivateAdapter(creds, options or KrakenPrivateOptions())
+    raise ConfigError(f"{venue} private channels are not supported yet")
+
+
 def _is_private(spec: StreamSpec) -> bool:
     return spec.channel in PRIVATE_CHANNELS.get(spec.venue, ())
 
@@ -170,7 +196,7 @@ class Feed:
                 found = Credentials.load(venue, path=credentials_file)
                 if found is not None:
                     self.credentials[venue] = found
-        self._private: dict[str, KrakenPrivateAdapter] = {}
+        self._private: dict[str, PrivateAdapter] = {}
         for spec in specs:
             if spec.venue not in VENUES:
                 raise ConfigError(f"venue {spec.venue!r} is not supported (known: {VENUES})")
@@ -224,7 +250,7 @@ class Feed:
                     f"GAPLESS_{spec.venue.upper()}_API_KEY and _API_SECRET, or a credentials "
                     f"file (${CREDENTIALS_FILE_ENV}), or pass credentials="
                 )
-            adapter = KrakenPrivateAdapter(creds, venue_options or KrakenPrivateOptions())
+            adapter = _new_private_adapter(spec.venue, creds, venue_options)
             self._private[spec.venue] = adapter
             self._adapters.append(cast(FeedAdapter, adapter))
         adapter.add(spec)
@@ -395,12 +421,12 @@ class Feed:
         return list(self._live())
 
     # ------------------------------------------------------------------ account
-    def _private_pair(self, venue: str) -> tuple[Supervisor, KrakenPrivateAdapter]:
+    def _private_pair(self, venue: str) -> tuple[Supervisor, PrivateAdapter]:
         if self._closed:
             raise OrderRefused("closing", "the feed is closed")
         adapter = self._private.get(venue)
         for sup in self.supervisors:
-            if adapter is not None and sup.adapter is adapter:
+            if adapter is not None and cast(object, sup.adapter) is adapter:
                 return sup, adapter
         raise OrderRefused(
             "no_private_connection",

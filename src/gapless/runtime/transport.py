@@ -19,6 +19,7 @@ Choices (design.md §3, issue 2 item 5):
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gapless.errors import ConfigError, HandshakeRejected, TransportError
+
+#: The websockets library dumps every frame at DEBUG, and private frames carry
+#: tokens (Kraken ``params.token``) and signatures (Binance WS API): its
+#: connection logger is pinned at INFO so a DEBUG run never writes them
+#: (design.md §1.6). Our own logs never print frame text.
+_WS_LOG = logging.getLogger("gapless.transport.websockets")
+_WS_LOG.setLevel(logging.INFO)
 
 __all__ = ["Closed", "TransportOptions", "WsConnection", "open_connection", "safe_url"]
 
@@ -124,6 +132,7 @@ async def open_connection(url: str, options: TransportOptions) -> WsConnection:
             max_queue=64,
             compression="deflate" if options.compression else None,
             user_agent_header="gapless",
+            logger=_WS_LOG,
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
