@@ -132,11 +132,21 @@ def demo(
     capture: Annotated[
         Path | None, typer.Option(help="Write the client's raw capture here.")
     ] = None,
+    private: Annotated[
+        bool,
+        typer.Option(
+            "--private",
+            help="Also trade the Kraken simulator's demo account: a bot places and cancels "
+            "orders through gapless while orders fill during disconnects, private sequence "
+            "jumps and token expiry; the report adds orders_equal and balances_equal.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="Logging level (stderr).")] = "WARNING",
 ) -> None:
     """Run the venue simulators with a chaos schedule and one client, then print the
     integrity report (exit 1 if anything was lost, duplicated or unexpected, a book
-    differs, or a planned close caused a gap)."""
+    differs, a planned close caused a gap, or with --private the account view differs
+    from the simulator's)."""
     from gapless.demo import run_demo
     from gapless.sim import Scenario
 
@@ -162,6 +172,7 @@ def demo(
             truth_path=str(truth) if truth else None,
             capture=str(capture) if capture else None,
             progress=progress,
+            private=private,
         )
 
     try:
@@ -197,6 +208,8 @@ def _verdict(s: dict[str, Any]) -> bool:
         and s["unexpected"] == 0
         and s["books_equal"]
         and s.get("planned_disconnect_gaps", 0) == 0
+        and s.get("orders_equal", True)
+        and s.get("balances_equal", True)
     )
 
 
@@ -256,8 +269,11 @@ def _print_report(s: dict[str, Any]) -> None:
         "faults",
         "books_equal",
         "every_fault_recovered",
+        "orders_equal",
+        "balances_equal",
     ):
-        t.add_row(key, str(s.get(key)))
+        if key in s:
+            t.add_row(key, str(s.get(key)))
     out.print(t)
     per_venue = s.get("per_venue") or {}
     if per_venue:
@@ -270,6 +286,8 @@ def _print_report(s: dict[str, Any]) -> None:
             v.add_row(venue, *(str(row.get(c)) for c in cols))
         out.print(v)
     out.print("fault kinds:", s.get("fault_kinds"))
+    if "private" in s:
+        out.print("private:", s["private"])
     out.print("[green]PASS[/]: no silent gaps" if _verdict(s) else "[red]FAIL[/]")
 
 

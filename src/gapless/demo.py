@@ -35,12 +35,27 @@ from decimal import Decimal
 from typing import Any
 
 from gapless.checker import check
-from gapless.events import ConnectionState, Event, Gap
+from gapless.demo_private import (
+    BotStats,
+    compare_balances,
+    compare_orders,
+    private_faults,
+    run_bot,
+)
+from gapless.events import (
+    ConnectionState,
+    DeadMansSwitch,
+    Event,
+    Gap,
+    OrderUpdate,
+    Reconciled,
+)
 from gapless.runtime.backoff import BackoffPolicy
 from gapless.runtime.clock import loop_anchored_wall_clock
 from gapless.runtime.feed import Feed, connect
 from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
+from gapless.secrets import Credentials, Secret
 from gapless.sim import (
     DEFAULT_CHAOS_KINDS,
     BinanceSim,
@@ -52,10 +67,12 @@ from gapless.sim import (
     Scenario,
     SimConfig,
 )
+from gapless.sim.accounts import DEMO_KRAKEN_ACCOUNT
 from gapless.venues import binance, kraken, kucoin
 from gapless.venues.base import StreamSpec
 from gapless.venues.binance.adapter import BinanceOptions
 from gapless.venues.kraken.adapter import KrakenOptions
+from gapless.venues.kraken.private import KrakenPrivateOptions
 from gapless.venues.kucoin.adapter import KucoinOptions
 
 __all__ = [
@@ -140,6 +157,22 @@ def demo_client_options(url: str) -> tuple[KrakenOptions, RuntimeOptions]:
     return kopts, ropts
 
 
+def demo_private_options() -> KrakenPrivateOptions:
+    """Kraken private settings for short runs: a 20 s dead man's switch refreshed
+    every 5 s (production: 60 s / 20 s), short ack and answer deadlines."""
+    return KrakenPrivateOptions(
+        ping_interval_s=5.0,
+        pong_timeout_s=3.0,
+        subscribe_ack_timeout_s=3.0,
+        snapshot_timeout_s=5.0,
+        request_timeout_s=3.0,
+        dms_timeout_s=20,
+        dms_refresh_s=5.0,
+        dms_answer_timeout_s=3.0,
+        reconcile_retry_s=0.5,
+    )
+
+
 def demo_venue_options() -> tuple[BinanceOptions, KucoinOptions]:
     """Binance and KuCoin settings for short runs (lifetime as the simulators')."""
     bopts = BinanceOptions(
@@ -196,6 +229,7 @@ async def run_demo(
     capture: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     converge_timeout_s: float = 20.0,
+    private: bool = False,
 ) -> DemoResult:
     """Run the demo. ``symbols`` are Kraken's; ``venue_symbols`` overrides the
     others'. ``min_faults`` is the Kraken schedule's minimum; Binance and KuCoin
@@ -204,6 +238,8 @@ async def run_demo(
     unknown = [v for v in venues if v not in DEMO_VENUES]
     if unknown or not venues:
         raise ValueError(f"unknown venues {unknown} (known: {', '.join(DEMO_VENUES)})")
+    if private and "kraken" not in venues:
+        raise ValueError("--private trades the Kraken simulator's demo account: include kraken")
     syms = {**DEFAULT_VENUE_SYMBOLS, **(venue_symbols or {}), "kraken": tuple(symbols)}
     events: list[Event] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -244,6 +280,9 @@ async def run_demo(
                 )
             )
         scenarios = _scenarios(venues, scenario, duration_s, seed, min_faults)
+        if private and scenario is None:
+            extra = private_faults(duration_s, seed)
+            scenarios["kraken"] = Scenario([*scenarios["kraken"].faults, *extra])
         kopts, ropts = demo_client_options(sims["kraken"].url if "kraken" in sims else "")
         bopts, kuopts = demo_venue_options()
         # wall stamps tied to the loop clock, like the simulators': consistent in virtual time
@@ -261,6 +300,16 @@ async def run_demo(
             urls["kucoin_rest"] = sims["kucoin"].rest_url
             for s in syms["kucoin"]:
                 specs += [kucoin.book(s), kucoin.trades(s), kucoin.ticker(s)]
+        credentials: dict[str, Credentials] = {}
+        if private:
+            ksim = sims["kraken"]
+            specs += [kraken.executions(), kraken.balances()]
+            urls |= {"kraken_auth": ksim.auth_url, "kraken_rest": ksim.rest_url}
+            credentials["kraken"] = Credentials(
+                "kraken",
+                Secret(DEMO_KRAKEN_ACCOUNT.api_key),
+                Secret(DEMO_KRAKEN_ACCOUNT.api_secret),
+            )
         loop = asyncio.get_running_loop()
         started = loop.time()
         feed = connect(
@@ -271,24 +320,44 @@ async def run_demo(
             kucoin=kuopts,
             runtime=ropts,
             capture=capture,
+            credentials=credentials,
+            kraken_private=demo_private_options() if private else None,
         )
+        bot_stats = BotStats()
+        private_diffs: tuple[list[str], list[str]] = ([], [])
         async with feed:
             for venue, sim in sims.items():
                 sim.schedule(scenarios[venue])
             consumer = asyncio.create_task(_consume(feed, events))
+            stop_bot = asyncio.Event()
+            bot = (
+                asyncio.create_task(run_bot(feed, syms["kraken"], seed, stop_bot, bot_stats))
+                if private
+                else None
+            )
             try:
                 while (elapsed := loop.time() - started) < duration_s:
                     await asyncio.sleep(min(0.5, max(0.0, duration_s - elapsed)))
                     if progress is not None:
                         progress(_progress(feed, sims, events, elapsed))
+                stop_bot.set()
+                if bot is not None:
+                    await bot
                 for sim in sims.values():
                     await sim.quiesce()
                 final = _final_books(sims, depth)
                 await _converge(feed, final, converge_timeout_s)
+                if private:
+                    private_diffs = await _converge_private(
+                        feed, sims["kraken"], converge_timeout_s
+                    )
             finally:
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
+                stop_bot.set()
+                for task in (consumer, bot):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
             report_books = _freeze_books(
                 {(sym, d): _client_book(feed, venue, sym, d) for venue, sym, d in final}
             )
@@ -329,6 +398,15 @@ async def run_demo(
     lost_examples = [e for s in report.streams.values() for e in s.lost_examples]
     if lost_examples:
         summary["lost_examples"] = lost_examples[:5]
+    if private:
+        order_diffs, balance_diffs = private_diffs
+        summary["orders_equal"] = not order_diffs
+        summary["balances_equal"] = not balance_diffs
+        summary["private"] = _private_summary(events, bot_stats, truth)
+        if order_diffs:
+            summary["order_diffs"] = order_diffs[:10]
+        if balance_diffs:
+            summary["balance_diffs"] = balance_diffs[:10]
     summary["sim"] = {
         v: {k: x for k, x in st.items() if isinstance(x, (int, float, str))}
         for v, st in sim_stats.items()
@@ -356,6 +434,41 @@ def _scenarios(
                 duration_s, seed * 31 + i, min_faults=max(4, min_faults // 2), kinds=kinds[venue]
             )
     return out
+
+
+async def _converge_private(feed: Feed, sim: Any, timeout_s: float) -> tuple[list[str], list[str]]:
+    """Wait (bounded) until the client's account view equals the simulator's;
+    returns the remaining differences (orders, balances)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        orders = compare_orders(feed.orders("kraken"), sim.final_orders())
+        balances = compare_balances(feed.balances("kraken"), sim.final_balances())
+        if (not orders and not balances) or loop.time() >= deadline:
+            return orders, balances
+        await asyncio.sleep(0.1)
+
+
+def _private_summary(
+    events: list[Event], bot: BotStats, truth: list[dict[str, Any]]
+) -> dict[str, Any]:
+    private_streams = ("kraken:executions:*", "kraken:balances:*")
+    gaps = [e for e in events if isinstance(e, Gap) and e.stream in private_streams]
+    recs = [e for e in events if isinstance(e, Reconciled)]
+    dms = Counter(e.state for e in events if isinstance(e, DeadMansSwitch))
+    sources = Counter(e.source for e in events if isinstance(e, OrderUpdate))
+    return {
+        "bot": bot.summary(),
+        "order_events_by_source": dict(sources),
+        "gaps": dict(Counter(f"{g.stream.split(':')[1]}:{g.cause.value}" for g in gaps)),
+        "reconciliations": dict(Counter(r.reason for r in recs)),
+        "reconciled_orders": sum(r.orders_changed for r in recs),
+        "reconciled_balances": sum(r.balances_changed for r in recs),
+        "incomplete_reconciliations": sum(1 for r in recs if not r.complete),
+        "dead_mans_switch": dict(dms),
+        "dms_fired_in_sim": sum(1 for r in truth if r.get("k") == "dms_fired"),
+        "sim_orders": sum(1 for r in truth if r.get("k") == "order"),
+    }
 
 
 def _venue_of(rec: Mapping[str, Any]) -> str:

@@ -63,6 +63,7 @@ URL_KEYS = {
     "kraken": ("kraken", "url"),
     "kraken_auth": ("kraken_private", "url"),
     "kraken_rest": ("kraken_private", "rest_url"),
+    "kucoin_private_rest": ("kucoin_private", "rest_url"),
     "binance": ("binance", "ws_url"),
     "binance_rest": ("binance", "rest_url"),
     "kucoin_rest": ("kucoin", "rest_url"),
@@ -88,7 +89,10 @@ class FeedAdapter(VenueAdapter, Protocol):
     def counters(self) -> Mapping[str, Any]: ...
 
 
-PRIVATE_CHANNELS = {"kraken": ("executions", "balances")}
+PRIVATE_CHANNELS = {
+    "kraken": ("executions", "balances"),
+    "kucoin": ("orders", "balances"),
+}
 
 
 class PrivateAdapter(Protocol):
@@ -114,6 +118,10 @@ class PrivateAdapter(Protocol):
 def _new_private_adapter(venue: str, creds: Credentials, options: Any) -> PrivateAdapter:
     if venue == "kraken":
         return KrakenPrivateAdapter(creds, options or KrakenPrivateOptions())
+    if venue == "kucoin":
+        from gapless.venues.kucoin.private import KucoinPrivateAdapter, KucoinPrivateOptions
+
+        return KucoinPrivateAdapter(creds, options or KucoinPrivateOptions())
     raise ConfigError(f"{venue} private channels are not supported yet")
 
 
@@ -136,6 +144,10 @@ def _new_adapter(venue: str, options: Any) -> FeedAdapter:
 def _default_options(venue: str) -> Any:
     if venue == "kraken_private":
         return KrakenPrivateOptions()
+    if venue == "kucoin_private":
+        from gapless.venues.kucoin.private import KucoinPrivateOptions
+
+        return KucoinPrivateOptions()
     if venue == "kraken":
         return KrakenOptions()
     if venue == "binance":
@@ -165,6 +177,7 @@ class Feed:
         credentials: Mapping[str, Credentials] | None = None,
         kraken_private: Any = None,
         credentials_file: str | None = None,
+        kucoin_private: Any = None,
     ) -> None:
         if not specs:
             raise ConfigError("connect() needs at least one stream")
@@ -174,6 +187,7 @@ class Feed:
             "binance": binance,
             "kucoin": kucoin,
             "kraken_private": kraken_private,
+            "kucoin_private": kucoin_private,
         }
         for key, url in (urls or {}).items():
             if key not in URL_KEYS:
@@ -619,6 +633,7 @@ def connect(
     limits: Mapping[str, VenueLimits] | None = None,
     kraken_private: Any = None,
     credentials_file: str | None = None,
+    kucoin_private: Any = None,
 ) -> Feed:
     """Open a feed over the given streams; use as ``async with connect(...) as feed``.
 
@@ -639,4 +654,5 @@ def connect(
         limits=limits,
         kraken_private=kraken_private,
         credentials_file=credentials_file,
+        kucoin_private=kucoin_private,
     )

@@ -776,8 +776,13 @@ class Supervisor:
             else:
                 # never a sub-millisecond wait: clocks may be coarse (virtual time in tests)
                 wait = max(0.001, next_timer - loop.time())
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the item arrives, and a processor that
+                # ignores its cancel keeps the session (and the feed's close) alive
+                item = None
                 try:
-                    item = await asyncio.wait_for(queue.get(), wait)
+                    async with asyncio.timeout(wait):
+                        item = await queue.get()
                 except TimeoutError:
                     item = None
             now = self._now()

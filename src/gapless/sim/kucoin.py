@@ -41,6 +41,9 @@ REST (protocols.md §2.1, §2.4, §2.5, §2.8)
   ends). Above the quota: HTTP 429, body ``{"code":"429000",..}``, the same
   headers with remaining 0. The ``rest_429`` fault models overload instead:
   429000 *without* the headers (§2.4 says overload responses lack them).
+* Private, signed routes (``/api/v1/bullet-private``, ``/api/v1/orders...``,
+  ``/api/v1/accounts``): :mod:`gapless.sim.kucoin_private` (not rate limited;
+  ``POST /api/v1/orders`` needs a body: use :attr:`KucoinSim.orders_url`).
 * Unknown route: HTTP 404 ``{"code":"404000","msg":"Not Found"}``; unknown
   symbol: HTTP 400 ``{"code":"400100",..}``.
 
@@ -192,6 +195,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -201,8 +205,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from gapless.sim import kucoin_wire as kw
+from gapless.sim.accounts import AccountSpec
 from gapless.sim.faults import Fault, Scenario, register_fault_kinds
 from gapless.sim.kucoin_feed import L2Message, SymbolFeed
+from gapless.sim.kucoin_private import DEMO_KUCOIN_ACCOUNT, PRIVATE_FAULT_DEFAULTS, KucoinPrivate
 from gapless.sim.market import PairSpec, SymbolMarket
 from gapless.sim.numbers import fmt_fixed
 from gapless.sim.truth import TruthLog
@@ -227,6 +233,7 @@ _KUCOIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "instance_down": {"index": 1, "duration_s": 5.0},
     "rest_429": {"duration_s": 5.0},
     "lifetime_close": {},
+    **PRIVATE_FAULT_DEFAULTS,  # private side: gapless.sim.kucoin_private
 }
 register_fault_kinds(_KUCOIN_DEFAULTS)
 
@@ -324,6 +331,8 @@ class KucoinSimConfig:
     send_queue_max: int = 100_000
     close_timeout_s: float = 2.0
     clock: Callable[[], int] | None = None
+    accounts: tuple[AccountSpec, ...] = (DEMO_KUCOIN_ACCOUNT,)
+    """Private-side accounts (gapless.sim.kucoin_private; the demo one works only here)."""
 
 
 @dataclass
@@ -518,8 +527,28 @@ class KucoinSim:
         self._quiesced = False
         self._started = False
         self._stopping = False
+        self._private = KucoinPrivate(self, cfg.accounts)
 
     # ----------------------------------------------------------------- public
+
+    @property
+    def private(self) -> KucoinPrivate:
+        """The private side (accounts, signed REST, private topics, private faults)."""
+        return self._private
+
+    @property
+    def orders_url(self) -> str:
+        """``http://host:port`` of the plain-HTTP listener that also reads request
+        bodies (``POST /api/v1/orders``); it serves every private route."""
+        return f"http://{self.config.host}:{self._private.orders_port}"
+
+    def final_orders(self) -> dict[str, dict[str, str]]:
+        """Ground truth: ``{order_id: {"status", "cum_qty", ...}}`` of every account."""
+        return self._private.final_orders()
+
+    def final_balances(self, api_key: str | None = None) -> dict[str, str]:
+        """Ground truth: ``{currency: total}`` of ``api_key`` (default: the first account)."""
+        return self._private.final_balances(api_key)
 
     @property
     def rest_url(self) -> str:
@@ -603,6 +632,7 @@ class KucoinSim:
         try:
             for index in range(len(cfg.ports)):
                 await self._listen(index)
+            await self._private.start()
             self._market_task = self._spawn(self._market_loop())
         except BaseException:
             for task in list(self._tasks):
@@ -633,6 +663,7 @@ class KucoinSim:
                     _log.warning("simulator server did not close in time")
             for task in list(self._tasks):
                 task.cancel()
+            await self._private.stop()
         finally:
             assert self._tg is not None
             try:
@@ -829,6 +860,10 @@ class KucoinSim:
         self._stats.rest_requests += 1
         now = self._now()
         url = urlsplit(request.path)
+        if self._private.handles(request.method, request.path):
+            # signed private routes (gapless.sim.kucoin_private); no body on this listener
+            status, obj = self._private.handle(request.method, request.path, request.headers, "")
+            return self._json_response(connection, status, obj)
         route = _ROUTES.get((request.method.upper(), url.path))
         if route is None:
             return self._json_response(connection, 404, {"code": "404000", "msg": "Not Found"})
@@ -1033,6 +1068,7 @@ class KucoinSim:
                 await ws.close(self.config.token_close_code, "")
 
     def _drop_conn(self, conn: _Conn) -> None:
+        self._private.drop(conn)
         self._conns.discard(conn)
         for key in conn.topics:
             self._subs.get(key, set()).discard(conn)
@@ -1184,6 +1220,8 @@ class KucoinSim:
     def _on_subscription(self, conn: _Conn, kind: str, obj: dict[str, Any], req_id: str) -> None:
         """protocols.md §2.3/§2.4: all-or-nothing; 509 limits, 404 unknown; ack if asked."""
         cfg = self.config
+        if self._private.on_subscription(conn, kind, obj, req_id):
+            return
         topic = obj.get("topic")
         if not isinstance(topic, str) or ":" not in topic:
             self._send(conn, kw.error(req_id, 404, f"topic {topic} is not found"))
@@ -1279,6 +1317,7 @@ class KucoinSim:
                         "side": ev.side,
                     }
                 )
+                self._private.on_public_trade(sym, Decimal(price), Decimal(size), ev.side)
                 if subs:
                     text = kw.match(
                         sym,
@@ -1465,6 +1504,8 @@ class KucoinSim:
             for c in conns:
                 self._send(c, frame)
                 self._close(c, self.config.token_close_code, "", "token_expired")
+        elif kind in PRIVATE_FAULT_DEFAULTS:
+            self._private.inject(kind, p)
         elif kind == "level2_gap":
             self._syms[p["symbol"]].gaps += 1
         elif kind == "stale_snapshot":

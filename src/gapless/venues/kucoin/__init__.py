@@ -6,6 +6,8 @@ Stream specs::
     kucoin.book("BTC-USDT")    # /market/level2 + REST snapshot, calibrated per §2.5
     kucoin.trades("BTC-USDT")  # /market/match (trade.l3match)
     kucoin.ticker("BTC-USDT")  # /market/ticker (trade.ticker, ~100 ms)
+    kucoin.orders()            # your orders (/spotMarket/tradeOrdersV2; needs credentials)
+    kucoin.balances()          # your balances (/account/balance; needs credentials)
 
 Symbols are KuCoin's ``BASE-QUOTE`` form. The level2 book is the full book
 (no depth parameter): ``depth`` is always None. Topic names:
@@ -19,7 +21,7 @@ import re
 from gapless.errors import ConfigError
 from gapless.venues.base import StreamSpec
 
-__all__ = ["KucoinAdapter", "KucoinOptions", "book", "ticker", "trades"]
+__all__ = ["KucoinAdapter", "KucoinOptions", "balances", "book", "orders", "ticker", "trades"]
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{1,20}(?:-[A-Z0-9]{1,20}){1,2}")
 
@@ -47,3 +49,14 @@ def ticker(symbol: str) -> StreamSpec:
 
 # at the end: the adapter imports this package's modules
 from gapless.venues.kucoin.adapter import KucoinAdapter, KucoinOptions  # noqa: E402
+
+
+def orders() -> StreamSpec:
+    """The account's orders (§2.7 ``/spotMarket/tradeOrdersV2``), reconciled by REST
+    after every (re)connect; needs credentials with a passphrase."""
+    return StreamSpec("kucoin", "orders", "*")
+
+
+def balances() -> StreamSpec:
+    """The account's balances (§2.7 ``/account/balance``)."""
+    return StreamSpec("kucoin", "balances", "*")
