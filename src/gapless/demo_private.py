@@ -109,7 +109,8 @@ async def run_bot(
                     await _send(stats, feed.cancel_order("kraken", order_ids=[oldest.order_id]))
                 continue
             side = rng.choice(("buy", "sell"))
-            qty = Decimal("0.0100") * rng.randint(1, 5)
+            # a notional of 20-100 quote units (above every pair's cost minimum)
+            qty = (Decimal(20 * rng.randint(1, 5)) / bid.price).quantize(Decimal("0.0001"))
             if roll < 0.25:  # marketable: fills at once as taker
                 price = ask.price + tick if side == "buy" else bid.price - tick
                 await _send(

@@ -64,6 +64,8 @@ URL_KEYS = {
     "kraken_auth": ("kraken_private", "url"),
     "kraken_rest": ("kraken_private", "rest_url"),
     "kucoin_private_rest": ("kucoin_private", "rest_url"),
+    "binance_ws_api": ("binance_private", "url"),
+    "binance_private_rest": ("binance_private", "rest_url"),
     "binance": ("binance", "ws_url"),
     "binance_rest": ("binance", "rest_url"),
     "kucoin_rest": ("kucoin", "rest_url"),
@@ -92,6 +94,7 @@ class FeedAdapter(VenueAdapter, Protocol):
 PRIVATE_CHANNELS = {
     "kraken": ("executions", "balances"),
     "kucoin": ("orders", "balances"),
+    "binance": ("orders", "balances"),
 }
 
 
@@ -122,6 +125,10 @@ def _new_private_adapter(venue: str, creds: Credentials, options: Any) -> Privat
         from gapless.venues.kucoin.private import KucoinPrivateAdapter, KucoinPrivateOptions
 
         return KucoinPrivateAdapter(creds, options or KucoinPrivateOptions())
+    if venue == "binance":
+        from gapless.venues.binance.private import BinancePrivateAdapter, BinancePrivateOptions
+
+        return BinancePrivateAdapter(creds, options or BinancePrivateOptions())
     raise ConfigError(f"{venue} private channels are not supported yet")
 
 
@@ -148,6 +155,10 @@ def _default_options(venue: str) -> Any:
         from gapless.venues.kucoin.private import KucoinPrivateOptions
 
         return KucoinPrivateOptions()
+    if venue == "binance_private":
+        from gapless.venues.binance.private import BinancePrivateOptions
+
+        return BinancePrivateOptions()
     if venue == "kraken":
         return KrakenOptions()
     if venue == "binance":
@@ -178,6 +189,7 @@ class Feed:
         kraken_private: Any = None,
         credentials_file: str | None = None,
         kucoin_private: Any = None,
+        binance_private: Any = None,
     ) -> None:
         if not specs:
             raise ConfigError("connect() needs at least one stream")
@@ -188,6 +200,7 @@ class Feed:
             "kucoin": kucoin,
             "kraken_private": kraken_private,
             "kucoin_private": kucoin_private,
+            "binance_private": binance_private,
         }
         for key, url in (urls or {}).items():
             if key not in URL_KEYS:
@@ -634,6 +647,7 @@ def connect(
     kraken_private: Any = None,
     credentials_file: str | None = None,
     kucoin_private: Any = None,
+    binance_private: Any = None,
 ) -> Feed:
     """Open a feed over the given streams; use as ``async with connect(...) as feed``.
 
@@ -655,4 +669,5 @@ def connect(
         kraken_private=kraken_private,
         credentials_file=credentials_file,
         kucoin_private=kucoin_private,
+        binance_private=binance_private,
     )

@@ -204,8 +204,9 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -218,6 +219,14 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
 from gapless.sim import binance_wire as wire
+from gapless.sim.accounts import AccountSpec, Instrument
+from gapless.sim.binance_private import (
+    DEMO_BINANCE_ACCOUNT,
+    PRIVATE_FAULT_DEFAULTS,
+    PRIVATE_PATHS,
+    WS_API_PATH,
+    BinancePrivate,
+)
 from gapless.sim.binance_rest import (
     DEPTH_MAX_LIMIT,
     ENDPOINT_WEIGHTS,
@@ -248,6 +257,7 @@ _BINANCE_FAULTS: dict[str, dict[str, Any]] = {
     "stale_snapshot": {"symbol": None, "count": 1, "age_s": 2.0},
     "rest_429": {"duration_s": 5.0},
     "rest_418": {"duration_s": 5.0, "retry_after_s": None},
+    **PRIVATE_FAULT_DEFAULTS,  # user data stream kinds: gapless.sim.binance_private
 }
 """Kinds shared with other venue simulators (``stale_snapshot``, ``rest_429``,
 ``lifetime_close``, also registered by :mod:`gapless.sim.kucoin`) must keep
@@ -319,6 +329,9 @@ class BinanceSimConfig:
     send_queue_max: int = 100_000
     close_timeout_s: float = 2.0
     clock: Callable[[], int] | None = None
+    accounts: tuple[AccountSpec, ...] = (DEMO_BINANCE_ACCOUNT,)
+    """HMAC accounts of the WS API user data stream and signed REST
+    (:mod:`gapless.sim.binance_private`); the demo account works only here."""
 
 
 @dataclass
@@ -373,6 +386,7 @@ class _WsConnection(ServerConnection):
     """
 
     muted: bool = False
+    ws_api: bool = False  # a WS API connection (/ws-api/v3), not market streams
     url_streams: tuple[str, ...] = ()
     url_combined: bool = False
     inbound_hook: Callable[[], None] | None = None
@@ -539,8 +553,48 @@ class BinanceSim:
         self._quiesced = False
         self._started = False
         self._stopping = False
+        self._private = BinancePrivate(
+            accounts=cfg.accounts,
+            instruments=[
+                Instrument(
+                    p.symbol,
+                    p.base_asset,
+                    p.quote_asset,
+                    p.price_precision,
+                    p.qty_precision,
+                    qty_min=Decimal(p.min_qty),
+                )
+                for p in self._pairs
+            ],
+            seed=cfg.seed,
+            send=self._send,
+            abort=self._abort,
+            clock_ms=self._ms,
+            book=self._book_levels,
+            truth=self._truth.add,
+        )
 
     # ----------------------------------------------------------------- public
+
+    @property
+    def ws_api_url(self) -> str:
+        """``ws://<host>:<port>/ws-api/v3``: the WS API (user data stream, §3.9)."""
+        return f"ws://{self.config.host}:{self._port}{WS_API_PATH}"
+
+    def final_orders(self) -> dict[str, dict[str, str]]:
+        """Ground truth of every order: see :meth:`BinancePrivate.final_orders`."""
+        return self._private.final_orders()
+
+    def final_balances(self, api_key: str | None = None) -> dict[str, str]:
+        """``{asset: total}`` (free + locked) of an account (default: the first)."""
+        return self._private.final_balances(api_key)
+
+    def _book_levels(self, symbol: str, side: str) -> Iterator[tuple[Decimal, Decimal]]:
+        """The public book as the matching engine reads it (best first)."""
+        st = self._syms[symbol]
+        levels = st.market.bids if side == "bids" else st.market.asks
+        for p, q in levels.iter_top(DEPTH_MAX_LIMIT):
+            yield Decimal(p).scaleb(-st.pp), Decimal(q).scaleb(-st.qp)
 
     @property
     def ws_url(self) -> str:
@@ -800,6 +854,8 @@ class BinanceSim:
         ip = str(addr[0]) if addr else "?"
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         if not upgrade:
+            if parts.path in PRIVATE_PATHS:
+                return self._private_rest(ip, request, parts.path, parts.query)
             return self._rest_request(ip, request, parts.path, parts.query)
         cfg = self.config
         now = self._now()
@@ -825,6 +881,10 @@ class BinanceSim:
             return self._refuse(connection, 503, "Server is shutting down", 1)
         path = parts.path
         combined = False
+        if path == WS_API_PATH:
+            assert isinstance(connection, _WsConnection)
+            connection.ws_api = True
+            return None
         if path == "/ws" or path == "/ws/":
             names: list[str] = []
         elif path.startswith("/ws/"):
@@ -923,6 +983,24 @@ class BinanceSim:
         if path == "/api/v3/exchangeInfo":
             return self._exchange_info(q, d.used)
         return self._depth(q, d.used)
+
+    def _private_rest(self, ip: str, request: Request, path: str, query: str) -> Response:
+        """Signed account REST (:mod:`gapless.sim.binance_private`) behind the same limits."""
+        now = self._now()
+        for status in (418, 429):
+            until, ra = self._rest_fault.get(status, (0.0, None))
+            if now < until:
+                retry = ra if ra is not None else max(1, math.ceil(until - now - 1e-9))
+                return self._rest_limited(status, path, retry, "fault", None)
+        assert self._rest is not None
+        weight = self._private.rest_weight(request.method, path, query)
+        d = self._rest.check(ip, weight, now)
+        if d.status in (418, 429):
+            self._violation("rest_weight" if d.status == 429 else "rest_ban")
+            return self._rest_limited(d.status, path, d.retry_after_s, "weight", d.used)
+        key = request.headers.get("X-MBX-APIKEY")
+        status, body = self._private.rest(request.method, path, query, key)
+        return self._json_response(status, wire.dumps(body), {"X-MBX-USED-WEIGHT-1M": str(d.used)})
 
     def _rest_limited(
         self, status: int, path: str, retry: int, cause: str, used: int | None
@@ -1088,6 +1166,8 @@ class BinanceSim:
         )
         for name in ws.url_streams:
             self._add_stream(conn, name)
+        if ws.ws_api:
+            self._private.opened(conn, cid)
         self._stats.client_frames += ws.inbound_total  # frames before this handler ran
         ws.inbound_hook = lambda: self._on_inbound(conn, 1)
         self._on_inbound(conn, 0)
@@ -1118,6 +1198,7 @@ class BinanceSim:
             )
 
     def _drop_conn(self, conn: _Conn) -> None:
+        self._private.closed(conn)
         self._conns.discard(conn)
         for name in conn.streams:
             subs = self._subs.get(name)
@@ -1134,8 +1215,8 @@ class BinanceSim:
         window = self.config.inbound_window_s
         while times and times[0] <= now - window:
             times.popleft()
-        if limit is None or conn.closing or conn.muted or conn.over_rate:
-            return
+        if limit is None or conn.closing or conn.muted or conn.over_rate or conn.ws.ws_api:
+            return  # the WS API is limited by request weight, not by messages/s (§3.2)
         if len(times) > limit:
             conn.over_rate = True
             self._violation("inbound_rate", conn)
@@ -1153,6 +1234,9 @@ class BinanceSim:
                 return
             self._stats.client_messages += 1
             if conn.closing or conn.muted:
+                continue
+            if conn.ws.ws_api:
+                self._private.on_message(conn, msg)
                 continue
             self._on_message(conn, msg)
 
@@ -1498,6 +1582,12 @@ class BinanceSim:
                         "side": fill.side,
                     }
                 )
+                self._private.on_public_trade(
+                    st.name,
+                    Decimal(fill.price).scaleb(-st.pp),
+                    Decimal(fill.qty).scaleb(-st.qp),
+                    fill.side,
+                )
                 if subs:
                     raw = wire.trade_event(
                         ms,
@@ -1635,6 +1725,8 @@ class BinanceSim:
                 raise ValueError("server_shutdown delay_s must be a non-negative number")
         elif kind == "data_stall" and p["symbols"] is not None:
             p["symbols"] = [self._pick_symbol(s) for s in p["symbols"]]
+        elif kind in PRIVATE_FAULT_DEFAULTS:
+            self._private.validate_fault(kind, p)
 
     def _inject(self, fault: Fault) -> None:
         if self._tg is None:
@@ -1705,6 +1797,8 @@ class BinanceSim:
                 now + float(p["duration_s"]),
                 None if ra is None else max(1, math.ceil(float(ra))),
             )
+        elif kind in PRIVATE_FAULT_DEFAULTS:
+            self._private.inject(kind, p)
         else:  # pragma: no cover - _validate rejects everything else
             raise ValueError(f"unknown fault kind {kind!r}")
 

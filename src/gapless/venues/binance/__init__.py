@@ -6,6 +6,8 @@ Stream specs::
     binance.book("BTCUSDT")         # diff depth @100ms + REST snapshot, §3.6-§3.8
     binance.trades("BTCUSDT")       # <symbol>@trade, trade ids checked for continuity
     binance.book_ticker("BTCUSDT")  # <symbol>@bookTicker, best bid/ask
+    binance.orders()                # your orders (WS API user data stream; credentials)
+    binance.balances()              # your balances (same subscription)
 
 Symbols are given as Binance lists them (upper case, ``BTCUSDT``); stream
 names use the lower-case form (§3.1), see
@@ -22,7 +24,16 @@ from gapless.errors import ConfigError
 from gapless.venues.base import StreamSpec
 from gapless.venues.binance.adapter import BinanceAdapter, BinanceOptions, WeightBudget
 
-__all__ = ["BinanceAdapter", "BinanceOptions", "WeightBudget", "book", "book_ticker", "trades"]
+__all__ = [
+    "BinanceAdapter",
+    "BinanceOptions",
+    "WeightBudget",
+    "balances",
+    "book",
+    "book_ticker",
+    "orders",
+    "trades",
+]
 
 _FORBIDDEN = frozenset('/-@:,?&#%"\\')
 
@@ -51,3 +62,14 @@ def trades(symbol: str) -> StreamSpec:
 def book_ticker(symbol: str) -> StreamSpec:
     """Best bid/ask in real time (§3.6 ``@bookTicker``)."""
     return StreamSpec("binance", "book_ticker", _check_symbol(symbol))
+
+
+def orders() -> StreamSpec:
+    """The account's orders: ``executionReport`` over the WebSocket API user data
+    stream (§3.9), reconciled by REST after every (re)subscribe; needs credentials."""
+    return StreamSpec("binance", "orders", "*")
+
+
+def balances() -> StreamSpec:
+    """The account's balances (``outboundAccountPosition``, ``balanceUpdate``, §3.9)."""
+    return StreamSpec("binance", "balances", "*")
