@@ -13,16 +13,24 @@ the client cannot hide.
 
     async with KrakenSim(SimConfig(seed=7, symbols=("BTC/USD", "ETH/USD"))) as sim:
         sim.url                                   # ws://127.0.0.1:<port>/v2
+        sim.auth_url, sim.rest_url                # /v2-auth (private), http:// (REST)
         sim.schedule(Scenario([Fault("abort", 5.0)]))
         await sim.inject(Fault("close", params={"code": 1001}))
         await sim.quiesce()                       # freeze the market, write final books
         sim.final_books(), sim.truth, sim.stats
+        sim.final_orders(), sim.final_balances()  # the private side (demo account)
 
 See :mod:`gapless.sim.kraken` for the wire behaviour, the ordering guarantee
 and the ground-truth record shapes, and :mod:`gapless.sim.faults` for fault
 kinds, scenario files and chaos generation.
 """
 
+from gapless.sim.accounts import (
+    DEMO_KRAKEN_ACCOUNT,
+    AccountSpec,
+    MatchingEngine,
+    OrderRejected,
+)
 from gapless.sim.binance import (
     BINANCE_FAULT_KINDS,
     BinancePair,
@@ -32,8 +40,15 @@ from gapless.sim.binance import (
 )
 from gapless.sim.binance_wire import DEFAULT_BINANCE_PAIRS
 from gapless.sim.checksum import checksum_scaled, checksum_text
-from gapless.sim.faults import DEFAULT_CHAOS_KINDS, FAULT_KINDS, Fault, Scenario
-from gapless.sim.kraken import BOOK_DEPTHS, KrakenSim, SimConfig, SimStats
+from gapless.sim.faults import (
+    DEFAULT_CHAOS_KINDS,
+    FAULT_KINDS,
+    KRAKEN_PRIVATE_FAULT_KINDS,
+    Fault,
+    Scenario,
+)
+from gapless.sim.kraken import BOOK_DEPTHS, KRAKEN_FAULT_KINDS, KrakenSim, SimConfig, SimStats
+from gapless.sim.kraken_private import kraken_signature
 from gapless.sim.kucoin import (
     KUCOIN_FAULT_KINDS,
     KUCOIN_PAIRS,
@@ -49,9 +64,13 @@ __all__ = [
     "DEFAULT_BINANCE_PAIRS",
     "DEFAULT_CHAOS_KINDS",
     "DEFAULT_PAIRS",
+    "DEMO_KRAKEN_ACCOUNT",
     "FAULT_KINDS",
+    "KRAKEN_FAULT_KINDS",
+    "KRAKEN_PRIVATE_FAULT_KINDS",
     "KUCOIN_FAULT_KINDS",
     "KUCOIN_PAIRS",
+    "AccountSpec",
     "BinancePair",
     "BinanceSim",
     "BinanceSimConfig",
@@ -61,10 +80,13 @@ __all__ = [
     "KucoinSim",
     "KucoinSimConfig",
     "KucoinSimStats",
+    "MatchingEngine",
+    "OrderRejected",
     "PairSpec",
     "Scenario",
     "SimConfig",
     "SimStats",
     "checksum_scaled",
     "checksum_text",
+    "kraken_signature",
 ]

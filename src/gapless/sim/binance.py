@@ -248,6 +248,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger("gapless.sim.binance")
+#: websockets dumps every frame at DEBUG; private frames carry signatures and
+#: tokens, so the server's connection logger is pinned at INFO (design.md §1.6)
+_ws_log = logging.getLogger("gapless.sim.binance.websockets")
+_ws_log.setLevel(logging.INFO)
 
 _BINANCE_FAULTS: dict[str, dict[str, Any]] = {
     "server_shutdown": {"delay_s": 1.0},
@@ -688,7 +692,7 @@ class BinanceSim:
                 max_size=cfg.max_message_size,
                 compression=None,
                 create_connection=_WsConnection,
-                logger=_log,
+                logger=_ws_log,
             )
             self._port = self._server.sockets[0].getsockname()[1]
             self._market_task = self._spawn(self._market_loop())

@@ -27,6 +27,22 @@ documented in :mod:`gapless.sim.kraken`:
                             huge|deep; ``size_bytes`` [10 MiB] (huge only)
 ==========================  ==========================================================
 
+Kraken private-side kinds (:data:`KRAKEN_PRIVATE_FAULT_KINDS`; only the Kraken
+simulator implements them, see :mod:`gapless.sim.kraken_private`; they are
+not in :data:`DEFAULT_CHAOS_KINDS`, pass them in ``kinds`` to get them):
+
+============================  ========================================================
+``token_expiry``              ``then_close`` [True; optional, left out of
+                              ``resolved()``]: every token issued so far is refused
+                              for new subscribes; close /v2-auth connections (the
+                              kind is shared with KuCoin, which ignores it)
+``private_sequence_jump``     ``channel`` ["executions"]: executions|balances; the
+                              next update's ``sequence`` is consumed but not sent
+``fill_while_disconnected``   ``fraction`` [1.0] (0..1), ``cancel_some`` [0]: abort
+                              /v2-auth connections, then cancel the ``cancel_some``
+                              oldest open orders and fill ``fraction`` of the rest
+============================  ========================================================
+
 Scenario files are JSON: a list of objects with ``at`` (or ``at_s``), ``kind``
 and the parameters flattened next to them::
 
@@ -56,6 +72,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_CHAOS_KINDS",
     "FAULT_KINDS",
+    "KRAKEN_PRIVATE_FAULT_KINDS",
     "MALFORMED_VARIANTS",
     "SYSTEM_STATUSES",
     "Fault",
@@ -100,13 +117,20 @@ FAULT_KINDS: tuple[str, ...] = tuple(_DEFAULTS)
 
 def register_fault_kinds(defaults: Mapping[str, Mapping[str, Any]]) -> None:
     """Let a venue simulator add its own fault kinds (e.g. Binance ``server_shutdown``)
-    with their parameter defaults. Registering an existing kind with the same
-    defaults is a no-op; with different defaults it is an error."""
+    with their parameter defaults.
+
+    Two venues may share a kind (``token_expiry``: KuCoin and the Kraken private
+    side): the kind then accepts the union of their parameters, each venue
+    ignoring the ones it does not use. A parameter both register must have the
+    same default, otherwise this is an error."""
     for kind, params in defaults.items():
-        known = _DEFAULTS.get(kind)
-        if known is not None and known != dict(params):
-            raise ValueError(f"fault kind {kind!r} is already registered with other defaults")
-        _DEFAULTS[kind] = dict(params)
+        known = _DEFAULTS.get(kind, {})
+        clash = [k for k in params if k in known and known[k] != params[k]]
+        if clash:
+            raise ValueError(
+                f"fault kind {kind!r} is already registered with other defaults for {clash}"
+            )
+        _DEFAULTS[kind] = {**known, **params}
 
 
 def known_fault_kinds() -> tuple[str, ...]:
@@ -116,6 +140,24 @@ def known_fault_kinds() -> tuple[str, ...]:
 
 DEFAULT_CHAOS_KINDS: tuple[str, ...] = FAULT_KINDS
 """Every kind; chaos always gives ``silent_stall`` a duration."""
+
+PRIVATE_CHANNELS = ("executions", "balances")
+
+_KRAKEN_PRIVATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "token_expiry": {},
+    "private_sequence_jump": {"channel": "executions"},
+    "fill_while_disconnected": {"fraction": 1.0, "cancel_some": 0},
+}
+register_fault_kinds(_KRAKEN_PRIVATE_DEFAULTS)
+
+_OPTIONAL: dict[str, dict[str, Any]] = {"token_expiry": {"then_close": True}}
+"""Parameters a kind accepts without :meth:`Fault.resolved` filling them in (the
+value shown is the default the implementing simulator applies): ``token_expiry``
+is shared with KuCoin, whose records keep their parameter-less form."""
+
+KRAKEN_PRIVATE_FAULT_KINDS: tuple[str, ...] = tuple(_KRAKEN_PRIVATE_DEFAULTS)
+"""The Kraken private-side kinds (registered after :data:`FAULT_KINDS`, so they are
+neither in it nor in :data:`DEFAULT_CHAOS_KINDS`)."""
 
 
 def _num(v: Any, name: str, *, allow_none: bool = False) -> None:
@@ -139,7 +181,7 @@ class Fault:
                 f"unknown fault kind {self.kind!r}; known: {', '.join(known_fault_kinds())}"
             )
         _num(self.at_s, "at_s")
-        unknown = set(self.params) - set(_DEFAULTS[self.kind])
+        unknown = set(self.params) - set(_DEFAULTS[self.kind]) - set(_OPTIONAL.get(self.kind, {}))
         if unknown:
             raise ValueError(f"fault {self.kind!r}: unknown params {sorted(unknown)}")
         p = self.resolved()
@@ -168,6 +210,18 @@ class Fault:
             not isinstance(p["count"], int) or p["count"] < 1
         ):
             raise ValueError("reject_subscriptions count must be an int >= 1")
+        if self.kind == "token_expiry" and not isinstance(p.get("then_close", True), bool):
+            raise ValueError("token_expiry then_close must be a bool")
+        if self.kind == "private_sequence_jump" and p["channel"] not in PRIVATE_CHANNELS:
+            raise ValueError(f"private_sequence_jump channel must be one of {PRIVATE_CHANNELS}")
+        if self.kind == "fill_while_disconnected":
+            _num(p["fraction"], "fraction")
+            if p["fraction"] > 1:
+                raise ValueError("fill_while_disconnected fraction must be in [0, 1]")
+            if not isinstance(p["cancel_some"], int) or isinstance(p["cancel_some"], bool):
+                raise ValueError("fill_while_disconnected cancel_some must be an int >= 0")
+            if p["cancel_some"] < 0:
+                raise ValueError("fill_while_disconnected cancel_some must be an int >= 0")
         if self.kind == "data_stall" and p["symbols"] is not None:
             syms = p["symbols"]
             if isinstance(syms, str) or not all(isinstance(s, str) for s in syms):
@@ -279,6 +333,8 @@ class Scenario:
             return float(p["delay_s"]) + 2.0
         if k in ("rest_429", "rest_418", "topic_limit", "instance_down"):
             return (float(d) if d is not None else 5.0) + 2.0
+        if k in ("token_expiry", "fill_while_disconnected"):
+            return 3.0  # reconnect, fetch a token over REST, resubscribe, reconcile
         return 2.0
 
     @classmethod
@@ -434,4 +490,10 @@ class Scenario:
             ]
         if kind == "instance_down":
             return [Fault(kind, 0.0, {"index": 1, "duration_s": dur(2.0, 4.0)})]
+        # Kraken private kinds (only when asked for in ``kinds``)
+        if kind == "private_sequence_jump":
+            return [Fault(kind, 0.0, {"channel": rng.choice(PRIVATE_CHANNELS)})]
+        if kind == "fill_while_disconnected":
+            frac = rng.choice((1.0, 0.5))
+            return [Fault(kind, 0.0, {"fraction": frac, "cancel_some": rng.randint(0, 1)})]
         return [Fault(kind, 0.0, {})]

@@ -8,6 +8,12 @@ Wire behaviour
 ==============
 
 * Any path is accepted (``/v2`` is what :attr:`KrakenSim.url` names).
+  Connections opened on ``/v2-auth`` (:attr:`KrakenSim.auth_url`) may also
+  use the private channels ``executions``/``balances`` and the order
+  methods; plain HTTP requests on the same port are the REST API
+  (:attr:`KrakenSim.rest_url`). Both are documented in
+  :mod:`gapless.sim.kraken_private`, accounts and matching in
+  :mod:`gapless.sim.accounts`.
 * First frame of every connection: ``status`` (protocols.md §1.4) with a
   seeded random ``connection_id`` > 2^53, the current ``system`` status,
   ``api_version`` "v2" and ``version`` "2.0.0".
@@ -94,7 +100,12 @@ next. ``corrupt_checksum``: the next book update of the symbol goes out with
 a wrong checksum (truth keeps the right one). ``burst``:
 tick rate times ``factor``. ``malformed``: an invalid JSON text, a book
 update with wrongly typed fields, a huge valid JSON text or 10,000-deep
-nested arrays, sent to all current connections.
+nested arrays, sent to all current connections. ``maintenance`` and
+``status`` also gate the private order methods, REST and matching (see
+:mod:`gapless.sim.kraken_private`). Private-side kinds ``token_expiry``,
+``private_sequence_jump`` and ``fill_while_disconnected``: see
+:mod:`gapless.sim.kraken_private`. A kind of another venue raises
+``ValueError``.
 
 Ground truth records (exact keys; ``ts_ns`` = wire microseconds x 1000)
 =====================================================================
@@ -116,6 +127,11 @@ Ground truth records (exact keys; ``ts_ns`` = wire microseconds x 1000)
     {"k":"violation","rule":"connect_rate","ts_ns":N}
     {"k":"final_book","symbol":S,"depth":D,"ts_ns":N,"checksum":C,"bids":[["p","q"],..],
      "asks":[..]}
+
+Private-side records (``token``, ``order``, ``ledger``, ``dms_armed``,
+``dms_fired``, ``private_skip``, ``final_order``, ``final_balance``; private
+subscriptions also log ``ack`` with ``symbol``/``depth`` None) are listed in
+:mod:`gapless.sim.kraken_private`.
 
 Concurrency
 ===========
@@ -142,16 +158,27 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from gapless.sim import wire
+from gapless.sim.accounts import DEMO_KRAKEN_ACCOUNT, Account, AccountSpec
 from gapless.sim.checksum import checksum_scaled
-from gapless.sim.faults import Fault, Scenario
+from gapless.sim.faults import FAULT_KINDS, KRAKEN_PRIVATE_FAULT_KINDS, Fault, Scenario
+from gapless.sim.kraken_private import (
+    AUTH_PATH,
+    ORDER_METHODS,
+    PRIVATE_CHANNELS,
+    KrakenPrivate,
+    PrivConn,
+    install_body_parser,
+)
 from gapless.sim.market import (
     DEFAULT_PAIRS,
     DepthView,
@@ -163,9 +190,16 @@ from gapless.sim.market import (
 from gapless.sim.numbers import fmt_fixed, rfc3339_us
 from gapless.sim.truth import TruthLog
 
-__all__ = ["BOOK_DEPTHS", "KrakenSim", "SimConfig", "SimStats"]
+__all__ = ["BOOK_DEPTHS", "KRAKEN_FAULT_KINDS", "KrakenSim", "SimConfig", "SimStats"]
 
 _log = logging.getLogger("gapless.sim")
+#: websockets dumps every frame at DEBUG; private frames carry tokens, so the
+#: server's connection logger is pinned at INFO (design.md §1.6)
+_ws_log = logging.getLogger("gapless.sim.kraken.websockets")
+_ws_log.setLevel(logging.INFO)
+
+KRAKEN_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + KRAKEN_PRIVATE_FAULT_KINDS
+"""Every fault kind the Kraken simulator implements (common + private side)."""
 
 BOOK_DEPTHS = frozenset({10, 25, 100, 500, 1000})
 """protocols.md §1.7: the only depths Kraken v2 accepts; others are refused."""
@@ -215,6 +249,16 @@ class SimConfig:
     maintenance_close_code: int = 1001
     clock: Callable[[], int] | None = None
     """Default: wall time at start plus elapsed loop time (works under looptime)."""
+    accounts: tuple[AccountSpec, ...] = (DEMO_KRAKEN_ACCOUNT,)
+    """Simulated accounts of the private side (:mod:`gapless.sim.kraken_private`)."""
+    token_ttl_s: float = 900.0
+    """protocols.md §1.6: a WS token must be used within 900 s (exchange clock)."""
+    dms_check_interval_s: float = 0.1
+    """How often the dead man's switch deadlines are checked (loop seconds)."""
+    dms_max_timeout_s: int = 86400
+    """§1.11: ``cancel_all_orders_after`` timeout must be < this (86400 refused)."""
+    maker_fee: str = "0.0016"
+    taker_fee: str = "0.0026"
 
 
 @dataclass
@@ -243,6 +287,13 @@ class SimStats:
     ticks: int = 0
     trades: int = 0
     book_updates: int = 0
+    rest_requests: int = 0
+    tokens_issued: int = 0
+    orders_added: int = 0
+    orders_rejected: int = 0
+    private_fills: int = 0
+    private_messages: int = 0
+    dms_fired: int = 0
 
 
 class _Clock:
@@ -259,6 +310,10 @@ class _Clock:
         self.last = now
         return now
 
+    def peek(self) -> int:
+        """The current time without consuming a timestamp."""
+        return max(self._source(), self.last)
+
 
 class _WsConnection(ServerConnection):
     """websockets connection that can be muted at the byte level.
@@ -269,6 +324,11 @@ class _WsConnection(ServerConnection):
     """
 
     muted: bool = False
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        # REST calls carry a form body, which websockets' handshake parser refuses
+        install_body_parser(protocol, 65536)
+        super().__init__(protocol, *args, **kwargs)
 
     def send_data(self) -> None:
         if self.muted:
@@ -299,6 +359,7 @@ class _Conn:
         "drained",
         "last_sent",
         "muted",
+        "priv",
         "queue",
         "stalled",
         "subs",
@@ -321,6 +382,7 @@ class _Conn:
         self.closing = False
         self.close_how: str | None = None
         self.last_sent = now
+        self.priv = PrivConn()
 
 
 @dataclass
@@ -372,6 +434,8 @@ class KrakenSim:
         if cfg.tick_rate_hz <= 0:
             raise ValueError("tick_rate_hz must be > 0")
         self._pairs = [pairs[s] for s in cfg.symbols]
+        if cfg.token_ttl_s <= 0 or cfg.dms_check_interval_s <= 0:
+            raise ValueError("token_ttl_s and dms_check_interval_s must be > 0")
         self._truth = TruthLog(cfg.truth_path)
         self._stats = SimStats()
         self._conn_rng = random.Random(f"{cfg.seed}:conn")
@@ -401,6 +465,7 @@ class KrakenSim:
         self._quiesced = False
         self._started = False
         self._stopping = False
+        self._private = KrakenPrivate(self)
 
     # ----------------------------------------------------------------- public
 
@@ -410,8 +475,38 @@ class KrakenSim:
         return f"ws://{self.config.host}:{self._port}/v2"
 
     @property
+    def auth_url(self) -> str:
+        """``ws://<host>:<port>/v2-auth``: the private endpoint (protocols.md §1.1, §1.10)."""
+        return f"ws://{self.config.host}:{self._port}{AUTH_PATH}"
+
+    @property
+    def rest_url(self) -> str:
+        """``http://<host>:<port>``: REST on the same port (``/0/private/...``, §1.6)."""
+        return f"http://{self.config.host}:{self._port}"
+
+    @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def private(self) -> KrakenPrivate:
+        """The private side (engine, tokens, REST); see :mod:`gapless.sim.kraken_private`."""
+        return self._private
+
+    def account(self, api_key: str | None = None) -> Account:
+        """A simulated account (balances, orders); None = the first configured one."""
+        return self._private.engine.account(self._private.account_key(api_key))
+
+    def final_orders(self, api_key: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every order of an account (None = the first configured one): ``{order_id:
+        {"status", "cum_qty", "symbol", "side", "qty", "limit_price"}}``; ``status`` is a
+        WS v2 ``order_status``, amounts are decimal text at the pair precisions
+        (``limit_price`` None for market orders)."""
+        return self._private.final_orders(api_key)
+
+    def final_balances(self, api_key: str | None = None) -> dict[str, str]:
+        """``{asset: total balance as decimal text}`` of an account (None = the first)."""
+        return self._private.final_balances(api_key)
 
     @property
     def truth(self) -> list[dict[str, Any]]:
@@ -476,10 +571,11 @@ class KrakenSim:
                 max_size=cfg.max_message_size,
                 compression=None,
                 create_connection=_WsConnection,
-                logger=_log,
+                logger=_ws_log,
             )
             self._port = self._server.sockets[0].getsockname()[1]
             self._market_task = self._spawn(self._market_loop())
+            self._spawn(self._private.dms_loop())
         except BaseException:
             for task in list(self._tasks):
                 task.cancel()
@@ -568,6 +664,7 @@ class KrakenSim:
                     "asks": [list(lv) for lv in fb["asks"]],
                 }
             )
+        self._private.write_finals()
         self._truth.flush()
 
     def final_books(self) -> dict[tuple[str, int], dict[str, Any]]:
@@ -593,6 +690,10 @@ class KrakenSim:
         assert self._clock is not None
         return self._clock.next()
 
+    def _peek_us(self) -> int:
+        assert self._clock is not None
+        return self._clock.peek()
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         if self._tg is None:
             coro.close()
@@ -605,7 +706,13 @@ class KrakenSim:
     # -------------------------------------------------------- handshake gate
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Connection-attempt rate rule (protocols.md §1.2), bans and maintenance refusals."""
+        """Connection-attempt rate rule (protocols.md §1.2), bans and maintenance refusals.
+
+        A request without ``Upgrade: websocket`` is a REST call (not counted as a
+        connection attempt), answered by :meth:`KrakenPrivate.rest`.
+        """
+        if not any(u.lower() == "websocket" for u in request.headers.get_all("Upgrade")):
+            return self._private.rest(connection, request)
         cfg = self.config
         now = self._now()
         addr = connection.remote_address
@@ -650,6 +757,8 @@ class KrakenSim:
         assert isinstance(ws, _WsConnection)
         cid = self._conn_rng.randrange(2**60, 2**64)
         conn = _Conn(cid, ws, self._now())
+        path = ws.request.path if ws.request is not None else ""
+        conn.priv.auth = path.split("?", 1)[0].rstrip("/") == AUTH_PATH
         self._conns.add(conn)
         self._stats.connections += 1
         self._stats.open_connections += 1
@@ -676,6 +785,7 @@ class KrakenSim:
 
     def _drop_conn(self, conn: _Conn) -> None:
         self._conns.discard(conn)
+        self._private.drop_conn(conn)
         for key in conn.subs:
             self._unregister(conn, key)
         conn.subs.clear()
@@ -782,7 +892,7 @@ class KrakenSim:
         time_in = self._ts()
         try:
             text = msg.decode("utf-8") if isinstance(msg, bytes) else msg
-            obj = json.loads(text)
+            obj = json.loads(text, parse_float=Decimal)  # order numbers stay exact
         except (UnicodeDecodeError, ValueError, RecursionError):
             self._error(conn, None, None, "Malformed request: invalid JSON", time_in)
             return
@@ -811,7 +921,13 @@ class KrakenSim:
             out["time_out"] = rfc3339_us(self._ts())
             self._send(conn, wire.dumps(out))
         elif method in ("subscribe", "unsubscribe"):
-            self._on_subscription(conn, method, obj.get("params"), req_id, time_in)
+            params = obj.get("params")
+            if isinstance(params, dict) and params.get("channel") in PRIVATE_CHANNELS:
+                self._private.on_subscription(conn, method, params, req_id, time_in)
+            else:
+                self._on_subscription(conn, method, params, req_id, time_in)
+        elif method in ORDER_METHODS:
+            self._private.on_method(conn, method, obj.get("params"), req_id, time_in)
         else:
             self._error(conn, method, req_id, f"Method not found: {method}", time_in)
 
@@ -1118,6 +1234,8 @@ class KrakenSim:
             text = wire.trade_message("update", items)
             for conn in self._trade_subs[sym]:
                 self._send_data(conn, sym, text)
+            # private resting orders fill as maker against the printed trades
+            self._private.on_public_trades(sym, [(f.side, f.price, f.qty) for f in change.fills])
         ts_book = self._ts()
         st.last_book_ts = ts_book
         updates = []
@@ -1275,6 +1393,8 @@ class KrakenSim:
             raise RuntimeError("the simulator is not running (use 'async with sim:')")
         p = fault.resolved()
         kind = fault.kind
+        if kind not in KRAKEN_FAULT_KINDS:
+            raise ValueError(f"fault kind {kind!r} is not supported by the Kraken simulator")
         conns = list(self._conns)
         if kind in ("drop_update", "corrupt_checksum"):
             p["symbol"] = self._pick_symbol(p["symbol"])
@@ -1334,6 +1454,12 @@ class KrakenSim:
             self._spawn(self._end_burst(factor, float(p["duration_s"])))
         elif kind == "malformed":
             self._malformed(conns, str(p["variant"]), int(p["size_bytes"]))
+        elif kind == "token_expiry":
+            self._private.fault_token_expiry(bool(p.get("then_close", True)))
+        elif kind == "private_sequence_jump":
+            self._private.fault_sequence_jump(str(p["channel"]))
+        elif kind == "fill_while_disconnected":
+            self._private.fault_fill_while_disconnected(float(p["fraction"]), int(p["cancel_some"]))
         else:  # pragma: no cover - Fault validates kinds
             raise ValueError(f"unknown fault kind {kind!r}")
 

@@ -222,6 +222,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger("gapless.sim.kucoin")
+#: websockets dumps every frame at DEBUG; private frames carry signatures and
+#: tokens, so the server's connection logger is pinned at INFO (design.md §1.6)
+_ws_log = logging.getLogger("gapless.sim.kucoin.websockets")
+_ws_log.setLevel(logging.INFO)
 
 KUCOIN_PAIRS = kw.KUCOIN_PAIRS
 
@@ -779,7 +783,7 @@ class KucoinSim:
             max_size=cfg.max_message_size,
             compression=None,
             create_connection=_WsConnection,
-            logger=_log,
+            logger=_ws_log,
         )
         if self._stopping:  # shutdown began while we were binding (instance_down recovery)
             server.close()
