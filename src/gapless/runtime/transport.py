@@ -32,10 +32,10 @@ from gapless.errors import ConfigError, HandshakeRejected, TransportError
 
 #: The websockets library dumps every frame at DEBUG, and private frames carry
 #: tokens (Kraken ``params.token``) and signatures (Binance WS API): its
-#: connection logger is pinned at INFO so a DEBUG run never writes them
+#: connection logger drops DEBUG records so a DEBUG run never writes them
 #: (design.md §1.6). Our own logs never print frame text.
 _WS_LOG = logging.getLogger("gapless.transport.websockets")
-_WS_LOG.setLevel(logging.INFO)
+_WS_LOG.addFilter(lambda record: record.levelno >= logging.INFO)
 
 __all__ = ["Closed", "TransportOptions", "WsConnection", "open_connection", "safe_url"]
 

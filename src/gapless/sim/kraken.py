@@ -194,9 +194,9 @@ __all__ = ["BOOK_DEPTHS", "KRAKEN_FAULT_KINDS", "KrakenSim", "SimConfig", "SimSt
 
 _log = logging.getLogger("gapless.sim")
 #: websockets dumps every frame at DEBUG; private frames carry tokens, so the
-#: server's connection logger is pinned at INFO (design.md §1.6)
+#: server's connection logger drops DEBUG records (design.md §1.6)
 _ws_log = logging.getLogger("gapless.sim.kraken.websockets")
-_ws_log.setLevel(logging.INFO)
+_ws_log.addFilter(lambda record: record.levelno >= logging.INFO)
 
 KRAKEN_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + KRAKEN_PRIVATE_FAULT_KINDS
 """Every fault kind the Kraken simulator implements (common + private side)."""
