@@ -6,7 +6,9 @@ disconnect with a Gap and a reconciliation, and its view equals the simulator's.
 from __future__ import annotations
 
 import asyncio
+import logging
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,13 @@ async def _wait(pred: Any, limit_s: float = 30.0) -> None:
     async with asyncio.timeout(limit_s):
         while not pred():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+def _assert_no_secrets(creds: Credentials, *texts: str) -> None:
+    """The key, secret and passphrase appear nowhere (design.md §1.6)."""
+    for value in creds.secrets():
+        for text in texts:
+            assert value not in text
 
 
 async def _run(feed: gapless.Feed, sim: Any, venue: str, fault: str) -> list[Event]:
@@ -56,7 +65,8 @@ async def _run(feed: gapless.Feed, sim: Any, venue: str, fault: str) -> list[Eve
     return events
 
 
-async def test_kucoin_private_feed() -> None:
+async def test_kucoin_private_feed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     acct = DEMO_KUCOIN_ACCOUNT
     assert acct.passphrase is not None
     creds = Credentials(
@@ -68,11 +78,16 @@ async def test_kucoin_private_feed() -> None:
             kucoin.balances(),
             urls={"kucoin_private_rest": sim.rest_url},
             credentials={"kucoin": creds},
+            capture=str(tmp_path / "cap.jsonl"),
         )
-        await _run(feed, sim, "kucoin", "private_fill_while_disconnected")
+        events = await _run(feed, sim, "kucoin", "private_fill_while_disconnected")
+    cap = (tmp_path / "cap.jsonl").read_text()
+    assert "bullet-private" in cap  # the signed calls were captured, without their secrets
+    _assert_no_secrets(creds, cap, caplog.text, repr(events))
 
 
-async def test_binance_private_feed() -> None:
+async def test_binance_private_feed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     acct = DEMO_BINANCE_ACCOUNT
     creds = Credentials("binance", Secret(acct.api_key), Secret(acct.api_secret))
     async with BinanceSim(BinanceSimConfig(seed=3, symbols=("BTCUSDT",))) as sim:
@@ -81,8 +96,13 @@ async def test_binance_private_feed() -> None:
             binance.balances(),
             urls={"binance_ws_api": sim.ws_api_url, "binance_private_rest": sim.rest_url},
             credentials={"binance": creds},
+            capture=str(tmp_path / "cap.jsonl"),
         )
-        await _run(feed, sim, "binance", "private_fill_while_disconnected")
+        events = await _run(feed, sim, "binance", "private_fill_while_disconnected")
+    cap = (tmp_path / "cap.jsonl").read_text()
+    assert "userDataStream.subscribe.signature" in cap
+    assert '\\"signature\\":\\"<redacted>' in cap  # the WS API signature is redacted
+    _assert_no_secrets(creds, cap, caplog.text, repr(events))
 
 
 def test_private_streams_need_credentials(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol, cast
 
 from gapless.book import Book, BookView
 from gapless.errors import ConfigError, FeedClosed, OrderRefused
-from gapless.events import Event, OrderResponse, OrderUpdate
+from gapless.events import DeadMansSwitch, Event, OrderResponse, OrderUpdate
 from gapless.runtime.backoff import TokenBucket
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
@@ -379,6 +379,9 @@ class Feed:
             self.capture.close()
 
     async def _emit(self, ev: Event) -> None:
+        if isinstance(ev, DeadMansSwitch) and ev.state.endswith("_failed"):
+            # an alert: open orders are protected only until the last trigger time
+            log.warning("%s dead man's switch %s on %s: %s", ev.venue, ev.state, ev.conn, ev.error)
         if isinstance(ev, OrderResponse):
             fut = self._answers.pop((ev.venue, ev.req_id), None)
             if fut is not None and not fut.done():

@@ -910,6 +910,9 @@ class Supervisor:
                 link.rest_calls.put_nowait(call)
         if step.sends:
             assert link.ws is not None
+            # a frame may carry a secret made just now (a token, a WS API signature):
+            # register the adapter's redactions before the frame is captured
+            self._register_redactions(link)
             for text in step.sends:
                 self.stats.frames_out += 1
                 self._record(link, "ws_out", data=text)
