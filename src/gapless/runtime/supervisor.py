@@ -432,9 +432,7 @@ class Supervisor:
         if pre is not None:
             answer = await self._rest_call(pre, link, record_body=False)
             why = adapter.on_dial_rest(answer, self._now())
-            if self.capture is not None:
-                for secret in adapter.redactions():
-                    self.capture.redact(secret)
+            self._register_redactions(link)  # before anything carrying the token is captured
             if why is not None:
                 return _DialFailed(why, retry_after_s=answer.retry_after_s, pre_dial=True)
         url = adapter.url
@@ -800,9 +798,7 @@ class Supervisor:
                 if isinstance(item, (str, bytes)):
                     await self._apply(link, adapter.on_frame(item, now))
                 elif isinstance(item, RestResult):
-                    step = adapter.on_rest(item, now)
-                    self._register_redactions(link)  # a token may be in the frames it sends
-                    await self._apply(link, step)
+                    await self._apply(link, adapter.on_rest(item, now))
                 elif isinstance(item, (_Order, _Closing)):
                     await self._apply(link, item.apply(adapter, now))
                 elif isinstance(item, _Overflow):

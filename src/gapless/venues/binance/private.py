@@ -66,7 +66,6 @@ never lets that view go stale silently (design.md §1):
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -77,7 +76,6 @@ from gapless.events import (
     BadFrame,
     BalanceUpdate,
     Event,
-    Gap,
     GapCause,
     OrderResponse,
     OrderUpdate,
@@ -86,6 +84,7 @@ from gapless.events import (
     SubscriptionRejected,
 )
 from gapless.secrets import Credentials
+from gapless.venues.account import AccountView, private_gap
 from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
 from gapless.venues.binance import private_protocol as pp
 from gapless.venues.binance.protocol import PONG_DEADLINE_S
@@ -218,7 +217,7 @@ class PrivateCounters:
     orders_refused: int = 0
 
 
-class BinancePrivateAdapter:
+class BinancePrivateAdapter(AccountView):
     """The account's orders and balances over the Binance WS API (see the module docstring)."""
 
     venue = VENUE
@@ -231,6 +230,7 @@ class BinancePrivateAdapter:
         if not isinstance(credentials, Credentials):
             raise ConfigError("Binance private streams need Credentials")
         self.options = options or BinancePrivateOptions()
+        super().__init__(self.options.max_closed_orders)
         self._creds = credentials
         self._channels: dict[str, _Channel] = {}
         self.conn = ""
@@ -248,7 +248,6 @@ class BinancePrivateAdapter:
         self._req = 0
         self._epoch = 0
         self._sync: _Sync | None = None
-        self._orders: dict[str, OrderUpdate] = {}
         self._balances: dict[str, Decimal] = {}
         self._free: dict[str, Decimal] = {}
         self._locked: dict[str, Decimal] = {}
@@ -264,15 +263,6 @@ class BinancePrivateAdapter:
             raise ConfigError(f"not a Binance private stream: {spec.key}")
         self._channels.setdefault(spec.channel, _Channel(spec.channel))
 
-    def streams(self) -> list[str]:
-        return [f"{VENUE}:{name}:*" for name in self._channels]
-
-    def has_book(self, symbol: str) -> bool:
-        return False
-
-    def book(self, symbol: str) -> None:
-        return None
-
     def stream_state(self, key: str) -> str:
         if key not in self.streams():
             return "unknown"
@@ -280,17 +270,7 @@ class BinancePrivateAdapter:
             return "rejected"
         return self._state.value
 
-    def counters(self) -> dict[str, int]:
-        return dataclasses.asdict(self.stats)
-
     # ------------------------------------------------------------------ the view
-    def orders(self) -> dict[str, OrderUpdate]:
-        """Every order seen (latest state), open and recently closed."""
-        return dict(self._orders)
-
-    def open_orders(self) -> dict[str, OrderUpdate]:
-        return {oid: o for oid, o in self._orders.items() if o.status in _OPEN}
-
     def balances(self) -> dict[str, Decimal]:
         """Totals (free + locked) by asset."""
         return dict(self._balances)
@@ -723,14 +703,6 @@ class BinancePrivateAdapter:
             avg_price=_avg(ro.cum_quote, ro.cum_qty),
         )
 
-    def _remember(self, ev: OrderUpdate) -> None:
-        self._orders.pop(ev.order_id, None)
-        self._orders[ev.order_id] = ev  # most recent last
-        excess = len(self._orders) - self.options.max_closed_orders
-        if excess > 0:
-            for oid in [o for o, v in self._orders.items() if v.status not in _OPEN][:excess]:
-                del self._orders[oid]
-
     # ------------------------------------------------------------------ REST snapshot
     def _start_sync(self, reason: str, now: Now, out: Step) -> None:
         self._epoch += 1
@@ -960,18 +932,7 @@ class BinancePrivateAdapter:
         assert ch.gap is not None
         cause, detail, start = ch.gap
         ch.gap = None
-        out.events.append(
-            Gap(
-                venue=VENUE,
-                local_ts_ns=now.wall_ns,
-                stream=f"{VENUE}:{ch.name}:*",
-                symbol="*",
-                cause=cause,
-                start_ts_ns=start,
-                end_ts_ns=end_ns,
-                detail=detail,
-            )
-        )
+        out.events.append(private_gap(VENUE, ch.name, cause, detail, start, end_ns, now.wall_ns))
 
     # ------------------------------------------------------------------ timers
     def on_timer(self, now: Now) -> Step:

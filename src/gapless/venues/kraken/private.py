@@ -49,7 +49,6 @@ makes sure that view never silently goes stale:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -61,7 +60,6 @@ from gapless.events import (
     BadFrame,
     BalanceUpdate,
     DeadMansSwitch,
-    Gap,
     GapCause,
     OrderResponse,
     OrderUpdate,
@@ -72,6 +70,7 @@ from gapless.events import (
     WatchdogFired,
 )
 from gapless.secrets import Credentials
+from gapless.venues.account import AccountView, private_gap
 from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
 from gapless.venues.kraken import private_protocol as pp
 from gapless.venues.kraken import protocol as pub
@@ -254,7 +253,7 @@ class PrivateCounters:
     orders_unknown: int = 0
 
 
-class KrakenPrivateAdapter:
+class KrakenPrivateAdapter(AccountView):
     """The account's orders and balances over ``ws-auth`` (see the module docstring)."""
 
     venue = VENUE
@@ -271,6 +270,7 @@ class KrakenPrivateAdapter:
         if not isinstance(credentials, Credentials):
             raise ConfigError("Kraken private channels need Credentials")
         self.options = options or KrakenPrivateOptions()
+        super().__init__(self.options.max_closed_orders)
         self._creds = credentials
         self._nonces = nonces or NonceSource()
         self._channels: dict[str, _Channel] = {}
@@ -287,7 +287,6 @@ class KrakenPrivateAdapter:
         self._spent_tokens: list[str] = []
         self._req = 0
         self._pending: dict[int, _Pending] = {}
-        self._orders: dict[str, OrderUpdate] = {}
         self._balances: dict[str, Decimal] = {}
         self._blind_since: int | None = None  # wall ns when we last lost sight
         self._recon: _Recon | None = None
@@ -310,32 +309,7 @@ class KrakenPrivateAdapter:
             raise ConfigError(f"not a Kraken private stream: {spec.key}")
         self._channels.setdefault(spec.channel, _Channel(spec.channel))
 
-    def streams(self) -> list[str]:
-        return [f"{VENUE}:{name}:*" for name in self._channels]
-
-    def has_book(self, symbol: str) -> bool:
-        return False
-
-    def book(self, symbol: str) -> None:
-        return None
-
-    def stream_state(self, key: str) -> str:
-        for name, ch in self._channels.items():
-            if key == f"{VENUE}:{name}:*":
-                return ch.state.value
-        return "unknown"
-
-    def counters(self) -> dict[str, int]:
-        return dataclasses.asdict(self.stats)
-
     # ------------------------------------------------------------------ the view
-    def orders(self) -> dict[str, OrderUpdate]:
-        """Every order seen (latest state), open and recently closed."""
-        return dict(self._orders)
-
-    def open_orders(self) -> dict[str, OrderUpdate]:
-        return {oid: o for oid, o in self._orders.items() if o.status in _OPEN}
-
     def balances(self) -> dict[str, Decimal]:
         return dict(self._balances)
 
@@ -700,18 +674,7 @@ class KrakenPrivateAdapter:
         cause, detail, start, first, last = ch.gap
         ch.gap = None
         out.events.append(
-            Gap(
-                venue=VENUE,
-                local_ts_ns=now.wall_ns,
-                stream=f"{VENUE}:{ch.name}:*",
-                symbol="*",
-                cause=cause,
-                start_ts_ns=start,
-                end_ts_ns=end_ns,
-                first_seq=first,
-                last_seq=last,
-                detail=detail,
-            )
+            private_gap(VENUE, ch.name, cause, detail, start, end_ns, now.wall_ns, first, last)
         )
 
     # ------------------------------------------------------------------ executions
@@ -758,14 +721,6 @@ class KrakenPrivateAdapter:
                 fee_asset=r.fee_asset,
             )
         return OrderUpdate(**base)  # type: ignore[arg-type]
-
-    def _remember(self, ev: OrderUpdate) -> None:
-        self._orders.pop(ev.order_id, None)
-        self._orders[ev.order_id] = ev  # most recent last
-        excess = len(self._orders) - self.options.max_closed_orders
-        if excess > 0:
-            for oid in [o for o, v in self._orders.items() if v.status not in _OPEN][:excess]:
-                del self._orders[oid]
 
     def _on_executions(self, msg: pp.ExecutionsMsg, now: Now, out: Step) -> None:
         ch = self._channels.get(EXECUTIONS)

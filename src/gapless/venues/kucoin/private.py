@@ -65,7 +65,6 @@ the differences come from KuCoin's protocol:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 from dataclasses import dataclass, field
@@ -77,7 +76,6 @@ from gapless.events import (
     BadFrame,
     BalanceUpdate,
     Event,
-    Gap,
     GapCause,
     OrderResponse,
     OrderUpdate,
@@ -87,6 +85,7 @@ from gapless.events import (
     WatchdogFired,
 )
 from gapless.secrets import Credentials, Secret
+from gapless.venues.account import AccountView, private_gap
 from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
 from gapless.venues.kraken.private import OrderRequest
 from gapless.venues.kucoin import private_protocol as pp
@@ -222,7 +221,7 @@ class _Sync:
     rerun: bool = False
 
 
-class KucoinPrivateAdapter:
+class KucoinPrivateAdapter(AccountView):
     """The account's orders and balances over KuCoin's private topics (module docstring)."""
 
     venue = VENUE
@@ -237,6 +236,7 @@ class KucoinPrivateAdapter:
         if credentials.passphrase is None:
             raise ConfigError("KuCoin private topics need the API passphrase")
         self.options = options or KucoinPrivateOptions()
+        super().__init__(self.options.max_closed_orders)
         self._creds = credentials
         self._passphrase: Secret = credentials.passphrase
         self.stats = KucoinPrivateStats()
@@ -257,7 +257,6 @@ class KucoinPrivateAdapter:
         self._next_ping = 0.0
         self._ping: tuple[str, float] | None = None
         self._ids = 0
-        self._orders: dict[str, OrderUpdate] = {}
         self._balances: dict[str, tuple[Decimal, Decimal, Decimal]] = {}  # total, avail, hold
         self._sync: _Sync | None = None
         self._early: list[pp.OrderChange | pp.BalanceChange] = []
@@ -274,32 +273,7 @@ class KucoinPrivateAdapter:
             raise ConfigError(f"not a KuCoin private stream: {spec.key}")
         self._channels.setdefault(spec.channel, _Channel(spec.channel))
 
-    def streams(self) -> list[str]:
-        return [f"{VENUE}:{name}:*" for name in self._channels]
-
-    def has_book(self, symbol: str) -> bool:
-        return False
-
-    def book(self, symbol: str) -> None:
-        return None
-
-    def stream_state(self, key: str) -> str:
-        for name, ch in self._channels.items():
-            if key == f"{VENUE}:{name}:*":
-                return ch.state.value
-        return "unknown"
-
-    def counters(self) -> dict[str, int]:
-        return dataclasses.asdict(self.stats)
-
     # ------------------------------------------------------------------ the view
-    def orders(self) -> dict[str, OrderUpdate]:
-        """Every order seen (latest state), open and recently closed."""
-        return dict(self._orders)
-
-    def open_orders(self) -> dict[str, OrderUpdate]:
-        return {oid: o for oid, o in self._orders.items() if o.status in _OPEN}
-
     def balances(self) -> dict[str, Decimal]:
         """``{currency: total}`` (``available``/``hold`` are on the events)."""
         return {c: v[0] for c, v in self._balances.items()}
@@ -800,14 +774,6 @@ class KucoinPrivateAdapter:
             liquidity={"maker": "m", "taker": "t"}.get(m.liquidity or "") if fill else None,
         )
 
-    def _remember(self, ev: OrderUpdate) -> None:
-        self._orders.pop(ev.order_id, None)
-        self._orders[ev.order_id] = ev  # most recent last
-        excess = len(self._orders) - self.options.max_closed_orders
-        if excess > 0:
-            for oid in [o for o, v in self._orders.items() if v.status not in _OPEN][:excess]:
-                del self._orders[oid]
-
     @staticmethod
     def _moves_forward(m: pp.OrderChange, prev: OrderUpdate | None) -> bool:
         """The buffered-message rule for orders (module docstring)."""
@@ -1070,18 +1036,7 @@ class KucoinPrivateAdapter:
         assert ch.gap is not None
         cause, detail, start = ch.gap
         ch.gap = None
-        events.append(
-            Gap(
-                venue=VENUE,
-                local_ts_ns=now.wall_ns,
-                stream=f"{VENUE}:{ch.name}:*",
-                symbol="*",
-                cause=cause,
-                start_ts_ns=start,
-                end_ts_ns=end_ns,
-                detail=detail,
-            )
-        )
+        events.append(private_gap(VENUE, ch.name, cause, detail, start, end_ns, now.wall_ns))
 
     # ------------------------------------------------------------------ timers
     def on_timer(self, now: Now) -> Step:
