@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gapless.book import Book, BookView, fixed_to_decimal, fixed_to_str
-from gapless.events import Level
+from gapless.events import BookUpdate, Level, Levels, event_to_dict
 from gapless.venues.numbers import parse_fixed
 
 # ------------------------------------------------------------------ naive reference
@@ -443,13 +443,19 @@ def test_random_stream_matches_naive_reference(
 ) -> None:
     depth, pp, qp, msgs = case
     book = Book("kraken", "X/Y", depth, pp, qp)
+    hot = Book("kraken", "X/Y", depth, pp, qp)  # driven through the hot path
     ref = NaiveBook(depth, pp, qp)
     for snapshot, bids, asks in msgs:
         if snapshot:
             book.reset()
+            hot.reset()
             ref.reset()
         book.apply(_fixed(bids, pp, qp), _fixed(asks, pp, qp))
+        crc = hot.apply_checksum(_fixed(bids, pp, qp), _fixed(asks, pp, qp))
         ref.apply(bids, asks)
+        assert crc == ref.checksum()
+        assert hot.bids_fixed() == book.bids_fixed()
+        assert hot.asks_fixed() == book.asks_fixed()
         assert [(lv.price, lv.qty) for lv in book.bids()] == ref.top_bids()
         assert [(lv.price, lv.qty) for lv in book.asks()] == ref.top_asks()
         assert len(book) == len(ref.bids) + len(ref.asks)
@@ -460,3 +466,37 @@ def test_random_stream_matches_naive_reference(
         for lv in book.bids(3) + book.asks(3):
             assert lv.price.as_tuple().exponent == -pp
             assert lv.qty.as_tuple().exponent == -qp
+
+
+def test_levels_are_exact_and_lazy() -> None:
+    lv = Levels([(628071, 50930100), (628070, 0)], 1, 8)
+    assert len(lv) == 2
+    assert bool(lv)
+    assert lv.fixed() == [(628071, 50930100), (628070, 0)]
+    assert lv[0] == Level(Decimal("62807.1"), Decimal("0.50930100"))
+    assert str(lv[1].qty) == "0E-8"
+    assert format(lv[1].qty, "f") == "0.00000000"
+    assert lv == (
+        Level(Decimal("62807.1"), Decimal("0.50930100")),
+        Level(Decimal("62807.0"), Decimal(0)),
+    )
+    assert list(lv) == list(lv[0:2])
+    assert lv.floats() == [(62807.1, 0.509301), (62807.0, 0.0)]
+    assert lv == Levels([(628071, 50930100), (628070, 0)], 1, 8)
+    assert lv != Levels([(628071, 50930101), (628070, 0)], 1, 8)
+    assert not Levels([], 1, 8)
+    assert Levels([], 1, 8) == ()
+    assert "62807.1" in repr(lv)
+    assert event_to_dict(
+        BookUpdate(
+            venue="kraken",
+            local_ts_ns=1,
+            symbol="BTC/USD",
+            exchange_ts_ns=2,
+            stream="kraken:book:BTC/USD:10",
+            depth=10,
+            bids=lv,
+            asks=Levels([], 1, 8),
+            checksum=3,
+        )
+    )["bids"] == [["62807.1", "0.50930100"], ["62807.0", "0.00000000"]]

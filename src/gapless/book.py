@@ -21,7 +21,7 @@ of range).
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -47,7 +47,11 @@ def fixed_to_str(value: int, precision: int) -> str:
 
 
 class _Side:
-    """One side of a book, best level first."""
+    """One side of a book, best level first.
+
+    ``keys`` holds ``sign * price`` ascending (best first) and ``tokens`` the
+    Kraken checksum token of each level in the same order, so the checksum part
+    of a side is one join over the first ten tokens (no lookups)."""
 
     __slots__ = ("keys", "levels", "sign", "tokens")
 
@@ -55,32 +59,37 @@ class _Side:
         self.sign = sign  # +1 for asks (ascending), -1 for bids (descending price)
         self.levels: dict[int, int] = {}
         self.keys: list[int] = []  # sorted ascending of sign * price
-        self.tokens: dict[int, str] = {}
+        self.tokens: list[str] = []  # checksum token per key, same order
 
     def set(self, price: int, qty: int) -> None:
         levels = self.levels
         if qty == 0:
             if price in levels:
                 del levels[price]
-                del self.tokens[price]
-                keys = self.keys
-                del keys[bisect_left(keys, self.sign * price)]
+                i = bisect_left(self.keys, self.sign * price)
+                del self.keys[i]
+                del self.tokens[i]
             return
-        if price not in levels:
-            insort(self.keys, self.sign * price)
+        key = self.sign * price
+        if price in levels:
+            self.tokens[bisect_left(self.keys, key)] = f"{price}{qty}"
+        else:
+            keys = self.keys
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            self.tokens.insert(i, f"{price}{qty}")
         levels[price] = qty
-        self.tokens[price] = f"{price}{qty}"
 
     def truncate(self, depth: int) -> None:
         keys = self.keys
         if len(keys) <= depth:
             return
         sign = self.sign
+        levels = self.levels
         for k in keys[depth:]:
-            price = sign * k
-            del self.levels[price]
-            del self.tokens[price]
+            del levels[sign * k]
         del keys[depth:]
+        del self.tokens[depth:]
 
     def clear(self) -> None:
         self.levels.clear()
@@ -93,9 +102,7 @@ class _Side:
         return [(sign * k, levels[sign * k]) for k in self.keys[:n]]
 
     def checksum_part(self) -> str:
-        sign = self.sign
-        tokens = self.tokens
-        return "".join([tokens[sign * k] for k in self.keys[:_CHECKSUM_LEVELS]])
+        return "".join(self.tokens[:_CHECKSUM_LEVELS])
 
 
 class Book:
@@ -152,6 +159,42 @@ class Book:
             side.set(price, qty)
         self._bids.truncate(self.depth)
         self._asks.truncate(self.depth)
+
+    def apply_checksum(
+        self, bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+    ) -> int:
+        """:meth:`apply` then :meth:`checksum` in one call: the per-message hot path,
+        with the level loop inlined."""
+        depth = self.depth
+        for side, levels in ((self._bids, bids), (self._asks, asks)):
+            if not levels:
+                continue
+            book = side.levels
+            keys = side.keys
+            tokens = side.tokens
+            sign = side.sign
+            for price, qty in levels:
+                key = sign * price
+                if qty == 0:
+                    if price in book:
+                        del book[price]
+                        i = bisect_left(keys, key)
+                        del keys[i]
+                        del tokens[i]
+                    continue
+                if price in book:
+                    tokens[bisect_left(keys, key)] = f"{price}{qty}"
+                else:
+                    i = bisect_left(keys, key)
+                    keys.insert(i, key)
+                    tokens.insert(i, f"{price}{qty}")
+                book[price] = qty
+            if len(keys) > depth:
+                side.truncate(depth)
+        text = "".join(self._asks.tokens[:_CHECKSUM_LEVELS]) + "".join(
+            self._bids.tokens[:_CHECKSUM_LEVELS]
+        )
+        return zlib.crc32(text.encode("ascii")) & 0xFFFFFFFF
 
     def checksum(self) -> int:
         """Kraken CRC32 over the top 10 asks then the top 10 bids (protocols.md §1.7)."""

@@ -34,8 +34,9 @@ interval is ``start_ts_ns < exchange_ts <= end_ts_ns`` (open start, closed end).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import msgspec
 
@@ -54,6 +55,7 @@ __all__ = [
     "Gap",
     "GapCause",
     "Level",
+    "Levels",
     "MarketEvent",
     "OrderResponse",
     "OrderUpdate",
@@ -94,6 +96,77 @@ class Level(NamedTuple):
     @property
     def qty_float(self) -> float:
         return float(self.qty)
+
+
+class Levels(Sequence[Level]):
+    """Book levels as exact fixed-point integers, turned into :class:`Level`
+    Decimals only when read (then kept).
+
+    Behaves like ``tuple[Level, ...]`` (indexing, iteration, ``len``, equality
+    with a tuple of Levels). ``fixed()`` gives the integers themselves (price
+    scaled by ``10**price_precision``, qty by ``10**qty_precision``) and
+    ``floats()`` float pairs, both without making a Decimal. Building Decimals
+    for every level of every message would cost more than the rest of the
+    book update path together."""
+
+    __slots__ = ("_fixed", "_levels", "price_precision", "qty_precision")
+
+    def __init__(
+        self, fixed: Sequence[tuple[int, int]], price_precision: int, qty_precision: int
+    ) -> None:
+        self._fixed = fixed
+        self.price_precision = price_precision
+        self.qty_precision = qty_precision
+        self._levels: tuple[Level, ...] | None = None
+
+    def _materialize(self) -> tuple[Level, ...]:
+        levels = self._levels
+        if levels is None:
+            pp = -self.price_precision
+            qp = -self.qty_precision
+            levels = self._levels = tuple(
+                Level(Decimal(p).scaleb(pp), Decimal(q).scaleb(qp)) for p, q in self._fixed
+            )
+        return levels
+
+    def fixed(self) -> list[tuple[int, int]]:
+        return list(self._fixed)
+
+    def floats(self) -> list[tuple[float, float]]:
+        ps = 10.0**self.price_precision
+        qs = 10.0**self.qty_precision
+        return [(p / ps, q / qs) for p, q in self._fixed]
+
+    @overload
+    def __getitem__(self, index: int) -> Level: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Level, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Level | tuple[Level, ...]:
+        return self._materialize()[index]
+
+    def __len__(self) -> int:
+        return len(self._fixed)
+
+    def __bool__(self) -> bool:
+        return bool(self._fixed)
+
+    def __iter__(self) -> Iterator[Level]:
+        return iter(self._materialize())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Levels):
+            return self._materialize() == other._materialize()
+        if isinstance(other, tuple):
+            return self._materialize() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._materialize())
+
+    def __repr__(self) -> str:
+        return f"Levels({list(self._materialize())!r})"
 
 
 class GapCause(enum.StrEnum):
@@ -142,8 +215,8 @@ class BookSnapshot(MarketEvent, frozen=True, kw_only=True):
     """A verified snapshot: from here on the book is live."""
 
     depth: int
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
+    bids: Sequence[Level]
+    asks: Sequence[Level]
     checksum: int | None
     book: BookView | None = None
     seq: int | None = None  # the venue's book sequence (Binance lastUpdateId, KuCoin sequence)
@@ -163,8 +236,8 @@ class BookUpdate(MarketEvent, frozen=True, kw_only=True):
     now, or copy what you need)."""
 
     depth: int
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
+    bids: Sequence[Level]
+    asks: Sequence[Level]
     checksum: int | None
     book: BookView | None = None
     seq: int | None = None  # the venue's update id after this change (Binance u, KuCoin end)
@@ -426,7 +499,9 @@ def event_to_dict(ev: Event) -> dict[str, Any]:
         value = getattr(ev, name)
         if isinstance(value, Decimal):
             value = format(value, "f")  # fixed point: 0.00000000, never 0E-8
-        elif isinstance(value, tuple) and value and isinstance(value[0], Level):
+        elif isinstance(value, Levels) or (
+            isinstance(value, tuple) and value and isinstance(value[0], Level)
+        ):
             value = [[format(lv.price, "f"), format(lv.qty, "f")] for lv in value]
         elif isinstance(value, enum.Enum):
             value = value.value

@@ -26,6 +26,7 @@ from gapless.book import Book, BookView
 from gapless.errors import ConfigError, FeedClosed, OrderRefused
 from gapless.events import DeadMansSwitch, Event, OrderResponse, OrderUpdate
 from gapless.runtime.backoff import TokenBucket
+from gapless.runtime.fastqueue import FastQueue
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
 from gapless.secrets import CREDENTIALS_FILE_ENV, Credentials
@@ -59,6 +60,9 @@ DEFAULT_LIMITS: dict[str, VenueLimits] = {
 VENUES = ("kraken", "binance", "kucoin")
 
 #: ``urls`` keys: the WebSocket endpoint per venue, plus REST bases.
+#: events ``Feed._emit`` does more with than queueing them
+_EMIT_SPECIAL = frozenset({DeadMansSwitch, OrderResponse})
+
 URL_KEYS = {
     "kraken": ("kraken", "url"),
     "kraken_auth": ("kraken_private", "url"),
@@ -212,7 +216,7 @@ class Feed:
             base = options[venue] or _default_options(venue)
             options[venue] = dataclasses.replace(base, **{field_name: url.rstrip("/")})
         self._limits = {**DEFAULT_LIMITS, **(limits or {})}
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
+        self._queue: FastQueue[Event] = FastQueue(queue_size)
         self._adapters: list[FeedAdapter] = []
         # Public data needs no credentials; if the environment (or the credentials
         # file) provides some they are held as Secrets (never printed) and
@@ -323,6 +327,7 @@ class Feed:
                     capture=self.capture,
                     rest=self._rest,
                     rest_budget=budget,
+                    emit_nowait=self._emit_nowait,
                 )
             )
         self._tg = asyncio.TaskGroup()
@@ -377,6 +382,15 @@ class Feed:
                 self._leftover.append(sup.closed_event)
         if self.capture is not None:
             self.capture.close()
+
+    def _emit_nowait(self, ev: Event) -> bool:
+        """Queue ``ev`` at once if the consumer has room and nothing else is
+        owed on it (an answer to resolve, an alert to log); else False."""
+        queue = self._queue
+        if queue.full() or type(ev) in _EMIT_SPECIAL:
+            return False
+        queue.put_nowait(ev)
+        return True
 
     async def _emit(self, ev: Event) -> None:
         if isinstance(ev, DeadMansSwitch) and ev.state.endswith("_failed"):

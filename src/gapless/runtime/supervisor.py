@@ -50,6 +50,7 @@ from gapless.errors import (
 from gapless.events import ConnectionState, Event, Gap, WatchdogFired
 from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
 from gapless.runtime.clock import WallClock, system_wall_clock
+from gapless.runtime.fastqueue import FastQueue
 from gapless.runtime.handover import PLANNED_DETAIL, Handover, Marks
 from gapless.runtime.rest import RestBudget, RestClient
 from gapless.runtime.state import ConnState, StateMachine
@@ -189,7 +190,7 @@ class _Link:
     retire: str | None = None  # set: the processor ends the session with this reason
     dialed: asyncio.Future[bool] | None = None  # successor: resolved when its dial ended
     task: asyncio.Task[_SessionEnd] | None = None
-    queue: asyncio.Queue[_Item] | None = None  # the processing queue of the running session
+    queue: FastQueue[_Item] | None = None  # the processing queue of the running session
     closing_done: asyncio.Event | None = None  # set once the adapter finished closing
 
 
@@ -220,11 +221,15 @@ class Supervisor:
         backoff: Backoff | None = None,
         rest: RestClient | None = None,
         rest_budget: RestBudget | None = None,
+        emit_nowait: Callable[[Event], bool] | None = None,
     ) -> None:
         self.name = name
         self.adapter = adapter  # the primary connection's adapter (changes at a handover)
         self.options = options
         self._emit = emit
+        # the hot path: hands an event over without a coroutine when the consumer
+        # has room (returns False when the event must go through ``emit``)
+        self._emit_nowait = emit_nowait or _never
         self.limiter = limiter
         self.capture = capture
         self.backoff = backoff or Backoff(options.backoff)
@@ -346,8 +351,10 @@ class Supervisor:
         stream joins."""
         marks = self._marks
         if marks is None:
+            nowait = self._emit_nowait
             for ev in events:
-                await self._emit(ev)
+                if not nowait(ev):
+                    await self._emit(ev)
             return
         ho = self._handover
         if ho is not None and link.adapter is self._ho_adapter:
@@ -369,7 +376,8 @@ class Supervisor:
     async def _emit_counted(self, ev: Event) -> None:
         if isinstance(ev, Gap) and ev.detail.startswith(PLANNED_DETAIL):
             self.stats.planned_disconnect_gaps += 1
-        await self._emit(ev)
+        if not self._emit_nowait(ev):
+            await self._emit(ev)
 
     def final_events(self, now: Now) -> list[Event]:
         """Called by the feed after this supervisor stopped: gaps for streams a
@@ -685,7 +693,7 @@ class Supervisor:
         link.last_frame = link.opened = loop.time()
         link.live_since = None
         self._record(link, "ws_open", url=safe_url(link.adapter.url))
-        queue: asyncio.Queue[_Item] = asyncio.Queue(self.options.queue_size)
+        queue: FastQueue[_Item] = FastQueue(self.options.queue_size)
         link.queue = queue
         reason = "session ended"
         end_events: list[Event] = []
@@ -728,7 +736,7 @@ class Supervisor:
         live_for = loop.time() - link.live_since if link.live_since is not None else None
         return _SessionEnd(reason, live_for, end_events, venue_code)
 
-    async def _reader(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
+    async def _reader(self, link: _Link, queue: FastQueue[_Item]) -> None:
         assert self._loop is not None
         assert link.ws is not None
         loop = self._loop
@@ -759,7 +767,7 @@ class Supervisor:
             await queue.put(_Overflow(dropped))
         await queue.put(_End())
 
-    async def _processor(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
+    async def _processor(self, link: _Link, queue: FastQueue[_Item]) -> None:
         assert self._loop is not None
         assert link.ws is not None
         loop = self._loop
@@ -852,7 +860,7 @@ class Supervisor:
                 )
                 raise _Ended(f"dead peer: no frame for {silent:.1f} s", [ev])
 
-    async def _rest_worker(self, link: _Link, queue: asyncio.Queue[_Item]) -> None:
+    async def _rest_worker(self, link: _Link, queue: FastQueue[_Item]) -> None:
         assert link.rest_calls is not None
         while True:
             call = await link.rest_calls.get()
@@ -927,15 +935,12 @@ class Supervisor:
             self._slow_from_503 = False
         if step.reconnect:
             raise _Ended(step.reconnect)
-        await self._follow_phase(link)
+        if link.live_since is None or _PHASE_STATE[link.adapter.phase] is not self.sm.state:
+            await self._follow_phase(link)
 
     async def _follow_phase(self, link: _Link) -> None:
         phase = link.adapter.phase
-        target = {
-            Phase.SUBSCRIBING: ConnState.SUBSCRIBING,
-            Phase.SYNCING: ConnState.SYNCING,
-            Phase.LIVE: ConnState.LIVE,
-        }[phase]
+        target = _PHASE_STATE[phase]
         if target is ConnState.LIVE and link.live_since is None:
             assert self._loop is not None
             link.live_since = self._loop.time()
@@ -946,6 +951,17 @@ class Supervisor:
         ):
             return
         await self._to(target, f"adapter phase {phase.value}")
+
+
+def _never(ev: Event) -> bool:
+    return False
+
+
+_PHASE_STATE = {
+    Phase.SUBSCRIBING: ConnState.SUBSCRIBING,
+    Phase.SYNCING: ConnState.SYNCING,
+    Phase.LIVE: ConnState.LIVE,
+}
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:

@@ -16,6 +16,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
 from gapless.events import Event
 
 __all__ = ["Now", "Phase", "RestCall", "RestResult", "Step", "StreamSpec", "VenueAdapter"]
@@ -37,8 +39,7 @@ class StreamSpec:
         return f"{self.venue}:{self.channel}:{self.symbol}:{self.depth}"
 
 
-@dataclass(frozen=True, slots=True)
-class Now:
+class Now(msgspec.Struct, frozen=True):
     """``mono``: runtime clock seconds (event loop time); ``wall_ns``: local epoch ns;
     ``backlog``: frames received but not processed yet. Deadlines about what the
     venue sent (acks, snapshots, pongs, staleness) are only judged when the
@@ -51,6 +52,8 @@ class Now:
 
 class Phase(enum.Enum):
     """How far the adapter got on the current connection (drives the supervisor)."""
+
+    __hash__ = object.__hash__  # identity: members are singletons (C-speed dict keys)
 
     SUBSCRIBING = "subscribing"  # waiting for acks
     SYNCING = "syncing"  # acks in, waiting for verified snapshots

@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 from gapless.errors import DecodeError
 
-__all__ = ["parse_decimal", "parse_fixed", "parse_int"]
+__all__ = ["CACHE_LIMIT", "parse_decimal", "parse_fixed", "parse_fixed_cached", "parse_int"]
 
 _POW10: list[int] = [10**i for i in range(40)]
 _MAX_DIGITS = 36  # hostile-input bound: no real price or quantity is longer
@@ -24,7 +24,40 @@ def parse_fixed(value: object, precision: int) -> int:
     ``parse_fixed(5, 2) == 500``. Extra fractional digits are accepted only if
     they are zeros (otherwise the value is not on the venue's grid and that is
     a protocol violation). Exponent forms (``1e-08``) go through Decimal.
-    Negative values are allowed (ticker ``change``)."""
+    Negative values are allowed (ticker ``change``).
+
+    Hot path: a number printed with exactly ``precision`` decimals (what venues
+    send) is its digits without the dot."""
+    if type(value) is str:
+        dot = value.find(".")
+        if dot > 0 and len(value) - dot - 1 == precision and len(value) <= _MAX_DIGITS:
+            digits = value.replace(".", "", 1)
+            if digits.isdigit() and digits.isascii():
+                return int(digits)
+    return _parse_fixed(value, precision)
+
+
+def parse_fixed_cached(cache: dict[str, int], value: object, precision: int) -> int:
+    """:func:`parse_fixed` through ``cache`` (text -> scaled int at ``precision``;
+    one cache per precision). Book prices repeat (a few hundred distinct prices
+    near the top of a book), so they are parsed once. The cache is cleared when
+    it reaches :data:`CACHE_LIMIT` entries, which bounds its memory."""
+    if type(value) is str:
+        hit = cache.get(value)
+        if hit is not None:
+            return hit
+        fixed = parse_fixed(value, precision)
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[value] = fixed
+        return fixed
+    return parse_fixed(value, precision)
+
+
+CACHE_LIMIT = 4096
+
+
+def _parse_fixed(value: object, precision: int) -> int:
     if type(value) is str:
         text: str = value
         if len(text) > _MAX_DIGITS:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
-from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -53,7 +53,7 @@ from gapless.events import (
     BookUpdate,
     Gap,
     GapCause,
-    Level,
+    Levels,
     Subscribed,
     SubscriptionRejected,
     Ticker,
@@ -63,7 +63,7 @@ from gapless.events import (
 )
 from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
 from gapless.venues.kraken import protocol as p
-from gapless.venues.numbers import parse_decimal, parse_fixed
+from gapless.venues.numbers import parse_decimal, parse_fixed, parse_fixed_cached
 
 __all__ = ["KrakenAdapter", "KrakenOptions", "StreamCounters"]
 
@@ -102,6 +102,8 @@ class _St(enum.Enum):
     RETRY = "retry"  # rejected (retryable), waiting for retry_at
     REJECTED = "rejected"  # permanent
 
+    __hash__ = object.__hash__  # identity: members are singletons (C-speed dict keys)
+
 
 _SETTLED = frozenset({_St.LIVE, _St.REJECTED})
 
@@ -126,7 +128,13 @@ class _OpenGap:
 
 
 class _Stream:
+    """One stream's state. ``state`` is a property: every change updates the
+    adapter's per-state counts, so ``phase`` is O(1) per frame, not a scan of
+    every stream (1,000 books on one connection)."""
+
     __slots__ = (
+        "_counts",
+        "_state",
         "book",
         "channel",
         "confirmed_ts_ns",
@@ -144,18 +152,19 @@ class _Stream:
         "retry_delay",
         "sent_mono",
         "spec",
-        "state",
         "symbol",
         "want_snapshot",
     )
 
-    def __init__(self, spec: StreamSpec) -> None:
+    def __init__(self, spec: StreamSpec, counts: dict[_St, int]) -> None:
+        self._counts = counts
+        self._state = _St.IDLE
+        counts[_St.IDLE] += 1
         self.spec = spec
         self.key = spec.key
         self.channel = spec.channel
         self.symbol = spec.symbol
         self.depth = spec.depth
-        self.state = _St.IDLE
         self.last_ts_ns: int | None = None
         self.last_seq: int | None = None
         self.confirmed_ts_ns: int | None = None
@@ -170,6 +179,21 @@ class _Stream:
         self.counters = StreamCounters()
         self.want_snapshot = False
         self.held: list[p.TradeItem] = []
+
+    @property
+    def state(self) -> _St:
+        return self._state
+
+    @state.setter
+    def state(self, new: _St) -> None:
+        counts = self._counts
+        counts[self._state] -= 1
+        counts[new] += 1
+        self._state = new
+
+    def forget(self) -> None:
+        """The stream leaves the adapter: it no longer counts for ``phase``."""
+        self._counts[self._state] -= 1
 
 
 class KrakenAdapter:
@@ -187,6 +211,7 @@ class KrakenAdapter:
         self.options = options or KrakenOptions()
         self.passive = passive  # replay: follow captured requests instead of sending
         self._streams: dict[str, _Stream] = {}
+        self._state_counts: dict[_St, int] = dict.fromkeys(_St, 0)
         self._book_by_symbol: dict[str, _Stream] = {}
         self._by_channel: dict[tuple[str, str], _Stream] = {}
         for spec in specs or []:
@@ -205,6 +230,7 @@ class KrakenAdapter:
         self.bad_frames = 0
         self.frames = 0
         self._shut = False
+        self._price_cache: dict[int, dict[str, int]] = {}  # precision -> text -> scaled
 
     # ------------------------------------------------------------------ registry
     @property
@@ -216,7 +242,7 @@ class KrakenAdapter:
             raise ValueError(f"not a kraken stream: {spec}")
         if spec.key in self._streams:
             return
-        st = _Stream(spec)
+        st = _Stream(spec, self._state_counts)
         self._streams[spec.key] = st
         if spec.channel == "book":
             self._book_by_symbol[spec.symbol] = st
@@ -241,12 +267,12 @@ class KrakenAdapter:
 
     @property
     def phase(self) -> Phase:
-        states = {s.state for s in self._streams.values()}
+        counts = self._state_counts
         if not self._instrument_ready and self._book_by_symbol:
             return Phase.SUBSCRIBING
-        if states & {_St.WAIT_INSTRUMENT, _St.PENDING, _St.IDLE}:
+        if counts[_St.WAIT_INSTRUMENT] or counts[_St.PENDING] or counts[_St.IDLE]:
             return Phase.SUBSCRIBING
-        if _St.SYNCING in states:
+        if counts[_St.SYNCING]:
             return Phase.SYNCING
         return Phase.LIVE
 
@@ -487,6 +513,7 @@ class KrakenAdapter:
             gone = self._streams.pop(spec.key, None)
             if gone is None:
                 return out
+            gone.forget()
             if gone.channel == "book":
                 self._book_by_symbol.pop(gone.symbol, None)
             else:
@@ -656,7 +683,19 @@ class KrakenAdapter:
         out = Step()
         self.frames += 1
         try:
-            msg = p.decode(data)
+            raw = p.decode_json(data)
+        except DecodeError as exc:
+            self._bad_frame(str(exc), data, now, out, affected=None)
+            return out
+        if (
+            type(raw) is dict
+            and raw.get("channel") == "book"
+            and raw.get("type") == "update"
+            and self._fast_update(raw, now, out)
+        ):
+            return out
+        try:
+            msg = p.classify(raw)
         except DecodeError as exc:
             self._bad_frame(str(exc), data, now, out, affected=None)
             return out
@@ -849,6 +888,80 @@ class KrakenAdapter:
         return None
 
     # ------------------------------------------------------------------ data
+    def _fast_update(self, raw: dict[str, Any], now: Now, out: Step) -> bool:
+        """The hot path: one live book's update (§1.7), decoded straight from the
+        JSON into fixed-point levels, applied, verified and delivered.
+
+        Returns False, having changed nothing, for anything else (several
+        symbols, a stream that is not live, any malformed part): the general
+        path then handles the frame, reports it and resyncs as usual."""
+        data = raw.get("data")
+        if type(data) is not list or len(data) != 1:
+            return False
+        item = data[0]
+        if type(item) is not dict:
+            return False
+        symbol = item.get("symbol")
+        if type(symbol) is not str:
+            return False
+        st = self._book_by_symbol.get(symbol)
+        if st is None or st.state is not _St.LIVE:
+            return False
+        book = st.book
+        checksum = item.get("checksum")
+        if book is None or type(checksum) is not int or not 0 <= checksum <= 0xFFFFFFFF:
+            return False
+        pp = book.price_precision
+        qp = book.qty_precision
+        prices = self._price_cache.get(pp)
+        if prices is None:
+            prices = self._price_cache[pp] = {}
+        try:
+            ts_ns = p.parse_rfc3339_ns(item["timestamp"])
+            bids = [
+                (parse_fixed_cached(prices, lv["price"], pp), parse_fixed(lv["qty"], qp))
+                for lv in item.get("bids", ())
+            ]
+            asks = [
+                (parse_fixed_cached(prices, lv["price"], pp), parse_fixed(lv["qty"], qp))
+                for lv in item.get("asks", ())
+            ]
+        except (DecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return False
+        local = book.apply_checksum(bids, asks)
+        st.last_data_mono = now.mono
+        counters = st.counters
+        if local != checksum:
+            counters.checksum_mismatch += 1
+            book.valid = False
+            self._resync(
+                st,
+                GapCause.CHECKSUM_MISMATCH,
+                f"update checksum {checksum} != local {local}",
+                now,
+                out,
+            )
+            return True
+        counters.checksum_ok += 1
+        counters.delivered += 1
+        book.last_ts_ns = ts_ns
+        st.last_ts_ns = ts_ns
+        out.events.append(
+            BookUpdate(
+                venue=VENUE,
+                local_ts_ns=now.wall_ns,
+                symbol=st.symbol,
+                exchange_ts_ns=ts_ns,
+                stream=st.key,
+                depth=book.depth,
+                bids=Levels(bids, pp, qp),
+                asks=Levels(asks, pp, qp),
+                checksum=checksum,
+                book=book.view,
+            )
+        )
+        return True
+
     def _on_book(self, msg: p.BookMsg, now: Now, out: Step) -> None:
         for entry in msg.entries:
             st = self._book_by_symbol.get(entry.symbol)
@@ -867,7 +980,10 @@ class KrakenAdapter:
     ) -> list[tuple[int, int]]:
         pp = book.price_precision
         qp = book.qty_precision
-        return [(parse_fixed(pr, pp), parse_fixed(q, qp)) for pr, q in levels]
+        prices = self._price_cache.get(pp)
+        if prices is None:
+            prices = self._price_cache[pp] = {}
+        return [(parse_fixed_cached(prices, pr, pp), parse_fixed(q, qp)) for pr, q in levels]
 
     def _apply_snapshot(
         self, st: _Stream, book: Book, entry: p.BookEntry, now: Now, out: Step
@@ -905,8 +1021,8 @@ class KrakenAdapter:
                 exchange_ts_ns=entry.ts_ns,
                 stream=st.key,
                 depth=book.depth,
-                bids=book.bids(),
-                asks=book.asks(),
+                bids=Levels(book.bids_fixed(), book.price_precision, book.qty_precision),
+                asks=Levels(book.asks_fixed(), book.price_precision, book.qty_precision),
                 checksum=entry.checksum,
                 book=book.view,
             )
@@ -947,8 +1063,8 @@ class KrakenAdapter:
                 exchange_ts_ns=entry.ts_ns,
                 stream=st.key,
                 depth=book.depth,
-                bids=_to_levels(bids, pp, qp),
-                asks=_to_levels(asks, pp, qp),
+                bids=Levels(bids, pp, qp),
+                asks=Levels(asks, pp, qp),
                 checksum=entry.checksum,
                 book=book.view,
             )
@@ -1112,10 +1228,6 @@ class KrakenAdapter:
                     **v,
                 )
             )
-
-
-def _to_levels(levels: list[tuple[int, int]], pp: int, qp: int) -> tuple[Level, ...]:
-    return tuple(Level(Decimal(pr).scaleb(-pp), Decimal(q).scaleb(-qp)) for pr, q in levels)
 
 
 def _channel_of(msg: p.Message) -> str | None:

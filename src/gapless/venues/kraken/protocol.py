@@ -17,7 +17,6 @@ nothing else.
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -41,7 +40,9 @@ __all__ = [
     "TradeItem",
     "TradeMsg",
     "UnknownMsg",
+    "classify",
     "decode",
+    "decode_json",
     "encode_ping",
     "encode_subscribe",
     "encode_unsubscribe",
@@ -90,8 +91,7 @@ def encode_ping(req_id: int) -> str:
 # --------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True, slots=True)
-class StatusMsg:
+class StatusMsg(msgspec.Struct, frozen=True):
     """§1.4: first frame on every connection, and on every engine status change."""
 
     system: str
@@ -100,13 +100,11 @@ class StatusMsg:
     version: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(msgspec.Struct, frozen=True):
     """§1.3: about 1 Hz while subscribed and idle."""
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True):
     """§1.5: response to subscribe / unsubscribe (one per symbol)."""
 
     method: str
@@ -121,8 +119,7 @@ class Ack:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Pong:
+class Pong(msgspec.Struct, frozen=True):
     """§1.3: answer to our ``ping``."""
 
     req_id: int | None
@@ -131,8 +128,7 @@ class Pong:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BookEntry:
+class BookEntry(msgspec.Struct, frozen=True):
     """One symbol's part of a book message; levels keep the exact wire text."""
 
     symbol: str
@@ -142,14 +138,12 @@ class BookEntry:
     ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class BookMsg:
+class BookMsg(msgspec.Struct, frozen=True):
     snapshot: bool
     entries: list[BookEntry]
 
 
-@dataclass(frozen=True, slots=True)
-class TradeItem:
+class TradeItem(msgspec.Struct, frozen=True):
     symbol: str
     side: str
     price: object
@@ -159,43 +153,37 @@ class TradeItem:
     ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class TradeMsg:
+class TradeMsg(msgspec.Struct, frozen=True):
     snapshot: bool
     trades: list[TradeItem]
 
 
-@dataclass(frozen=True, slots=True)
-class TickerItem:
+class TickerItem(msgspec.Struct, frozen=True):
     symbol: str
     values: dict[str, object]
     ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class TickerMsg:
+class TickerMsg(msgspec.Struct, frozen=True):
     snapshot: bool
     items: list[TickerItem]
 
 
-@dataclass(frozen=True, slots=True)
-class PairInfo:
+class PairInfo(msgspec.Struct, frozen=True):
     symbol: str
     price_precision: int
     qty_precision: int
     status: str
 
 
-@dataclass(frozen=True, slots=True)
-class InstrumentMsg:
+class InstrumentMsg(msgspec.Struct, frozen=True):
     """§1.9: ``data`` is an object with ``pairs`` (updates carry changed pairs only)."""
 
     snapshot: bool
-    pairs: list[PairInfo] = field(default_factory=list)
+    pairs: list[PairInfo] = msgspec.field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownMsg:
+class UnknownMsg(msgspec.Struct, frozen=True):
     """A well-formed frame of a channel or method we do not handle."""
 
     channel: str | None
@@ -225,10 +213,20 @@ _TICKER_FIELDS = (
 
 def decode(frame: str | bytes) -> Message:
     """Decode one frame. Raises only :class:`DecodeError`."""
+    return classify(decode_json(frame))
+
+
+def decode_json(frame: str | bytes) -> Any:
+    """The frame's JSON, numbers with a fraction kept as their exact text.
+    Raises only :class:`DecodeError`."""
     try:
-        raw = _DECODER.decode(frame)
+        return _DECODER.decode(frame)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
+
+
+def classify(raw: Any) -> Message:
+    """The typed message of a decoded frame. Raises only :class:`DecodeError`."""
     try:
         return _classify(raw)
     except DecodeError:
@@ -453,10 +451,31 @@ def _opt_time(v: Any) -> int | None:
 
 
 _DAY_CACHE: dict[str, int] = {}
+_SECOND_CACHE: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds (hot path)
 
 
 def parse_rfc3339_ns(value: object) -> int:
-    """``2023-10-06T17:35:55.440295Z`` → integer ns since the epoch, exactly (§1.1)."""
+    """``2023-10-06T17:35:55.440295Z`` → integer ns since the epoch, exactly (§1.1).
+
+    The venue's own form (microseconds, ``Z``) takes a fast path: the whole-second
+    prefix is looked up in a small cache (a stream's timestamps share it for a
+    second), so only the six fraction digits are parsed per message."""
+    if type(value) is str and len(value) == 27 and value[19] == "." and value[26] == "Z":
+        base = _SECOND_CACHE.get(value[:19])
+        if base is not None:
+            frac = value[20:26]
+            if frac.isdigit() and frac.isascii():
+                return base + int(frac) * 1000
+            raise DecodeError(f"bad timestamp {value!r}")
+        ns = _parse_rfc3339_ns(value)
+        if len(_SECOND_CACHE) > 256:
+            _SECOND_CACHE.clear()
+        _SECOND_CACHE[value[:19]] = ns - int(value[20:26]) * 1000
+        return ns
+    return _parse_rfc3339_ns(value)
+
+
+def _parse_rfc3339_ns(value: object) -> int:
     if type(value) is not str or len(value) < 20 or len(value) > 40:
         raise DecodeError(f"bad timestamp {value!r:.60}")
     text: str = value
