@@ -30,7 +30,7 @@ import gapless
 from gapless import kraken
 from gapless.checker import check
 from gapless.demo import demo_client_options, run_demo
-from gapless.errors import OutboxFull
+from gapless.errors import ConfigError, OutboxFull
 from gapless.events import (
     BookSnapshot,
     ConnectionState,
@@ -121,6 +121,56 @@ async def test_slow_consumer_declares_overflow_gap_and_resyncs() -> None:
     assert report.unexpected == 0
     assert report.in_declared_gaps > 0
     assert report.books_equal, report.book_diffs
+
+
+@pytest.mark.looptime
+async def test_slow_consumer_with_backpressure_loses_nothing_and_declares_no_gap() -> None:
+    """``overflow="backpressure"``: the same blocked consumer makes the reader wait
+    for room instead of dropping; no frame is dropped, no gap is declared, and
+    every trade the simulator published is delivered."""
+    async with _sim() as sim:
+        kopts, ropts = _opts(sim.url, queue_size=20, overflow="backpressure")
+        events: list[Event] = []
+        async with gapless.connect(
+            kraken.book("BTC/USD"),
+            kraken.trades("BTC/USD"),
+            kraken=kopts,
+            runtime=ropts,
+            queue_size=5,
+        ) as feed:
+            await asyncio.sleep(4.0)
+            consumer = asyncio.create_task(_collect(feed, events))
+            await asyncio.sleep(4.0)
+            await sim.quiesce()
+            final = sim.final_books()
+            view = feed.book("BTC/USD")
+            await _wait_for(
+                lambda: (
+                    view is not None
+                    and view.valid
+                    and view.checksum() == final[("BTC/USD", 10)]["checksum"]
+                )
+            )
+            stats = feed.stats()
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            frozen = {("BTC/USD", 10): feed.book("BTC/USD")}
+            report = check(
+                sim.truth, [*events, *feed.drain()], final_books=final, client_books=frozen
+            )
+    assert stats["kraken#1"]["frames_dropped"] == 0
+    assert not [g for g in events if isinstance(g, Gap)]
+    assert report.lost == 0
+    assert report.duplicated == 0
+    assert report.unexpected == 0
+    assert report.in_declared_gaps == 0
+    assert report.books_equal, report.book_diffs
+
+
+def test_runtime_options_refuse_an_unknown_overflow_policy() -> None:
+    with pytest.raises(ConfigError, match="overflow"):
+        RuntimeOptions(overflow="drop")
 
 
 @pytest.mark.looptime

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from gapless.errors import (
+    ConfigError,
     GaplessError,
     GaveUp,
     HandshakeRejected,
@@ -73,6 +74,12 @@ class RuntimeOptions:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     dead_after_s: float = 10.0
     queue_size: int = 10_000
+    #: what the reader does when the processing queue is full: ``"resync"`` (the
+    #: default, design.md §3: keep reading, drop, declare a gap and resync, so pongs
+    #: never stall) or ``"backpressure"`` (stop reading until there is room: nothing
+    #: is dropped, the lag moves into the socket buffers, and server pings wait with
+    #: it; for bulk consumers and throughput benchmarks)
+    overflow: str = "resync"
     timer_interval_s: float = 0.1
     give_up_after: int | None = None
     alert_after_attempts: int = 10
@@ -84,6 +91,14 @@ class RuntimeOptions:
     handover_quiet_s: float = 2.0
     handover_max_pending: int = 100_000
     handover_retry_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.overflow not in ("resync", "backpressure"):
+            raise ConfigError(
+                f"RuntimeOptions.overflow must be 'resync' or 'backpressure', got {self.overflow!r}"
+            )
+        if self.queue_size < 1:
+            raise ConfigError("RuntimeOptions.queue_size must be at least 1")
 
 
 @dataclass(slots=True)
@@ -185,6 +200,7 @@ class _Link:
     ws: WsConnection | None = None
     rest_calls: asyncio.Queue[RestCall] | None = None
     last_frame: float = 0.0
+    held_back: bool = False  # the reader waits for room (overflow="backpressure")
     opened: float = 0.0  # loop time the session started
     live_since: float | None = None
     retire: str | None = None  # set: the processor ends the session with this reason
@@ -745,6 +761,7 @@ class Supervisor:
         wall = self.options.wall_clock
         venue = link.adapter.venue
         dropped = 0
+        backpressure = self.options.overflow == "backpressure"
         async for frame in link.ws.frames():
             link.last_frame = loop.time()
             stats.frames_in += 1
@@ -758,6 +775,15 @@ class Supervisor:
                 queue.put_nowait(_Overflow(dropped))
                 dropped = 0
             if queue.full():
+                if backpressure:
+                    # not reading is not silence: the watchdog waits while we do
+                    link.held_back = True
+                    try:
+                        await queue.put(frame)
+                    finally:
+                        link.held_back = False
+                        link.last_frame = loop.time()
+                    continue
                 dropped += 1
                 stats.frames_dropped += 1
                 stats.overflows += dropped == 1
@@ -847,6 +873,8 @@ class Supervisor:
         tick = min(1.0, dead_after / 4)
         while True:
             await asyncio.sleep(tick)
+            if link.held_back:
+                continue
             silent = loop.time() - link.last_frame
             if silent > dead_after:
                 self.stats.dead_peer += 1
