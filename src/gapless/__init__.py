@@ -15,7 +15,7 @@ Every event type lives in :mod:`gapless.events`; errors in :mod:`gapless.errors`
 from __future__ import annotations
 
 from gapless.book import BookView
-from gapless.errors import GaplessError, GaveUp, OrderRefused
+from gapless.errors import ConfigError, GaplessError, GaveUp, OrderRefused
 from gapless.events import (
     BadFrame,
     BalanceUpdate,
@@ -28,6 +28,7 @@ from gapless.events import (
     Gap,
     GapCause,
     Level,
+    Levels,
     OrderResponse,
     OrderUpdate,
     Reconciled,
@@ -42,7 +43,7 @@ from gapless.runtime.backoff import BackoffPolicy
 from gapless.runtime.feed import Feed, connect
 from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
-from gapless.venues import kraken
+from gapless.venues import binance, kraken, kucoin
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "BookTicker",
     "BookUpdate",
     "BookView",
+    "ConfigError",
     "ConnectionState",
     "DeadMansSwitch",
     "Event",
@@ -63,6 +65,7 @@ __all__ = [
     "GaplessError",
     "GaveUp",
     "Level",
+    "Levels",
     "OrderRefused",
     "OrderResponse",
     "OrderUpdate",
@@ -76,6 +79,8 @@ __all__ = [
     "VenueStatus",
     "WatchdogFired",
     "__version__",
+    "binance",
     "connect",
     "kraken",
+    "kucoin",
 ]
