@@ -841,7 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server, combined_specs(), n, repeat, fingerprint[1], levels, decoding=True
         )
     if not HAVE_PICOWS:
-        reason = "picows not installed (optional: pip install 'gapless[bench]')"
+        reason = "picows not installed (a gapless dependency: pip install -e .)"
         results["transport"]["picows"] = {"skipped": reason}
         results["combined"]["picows+msgspec_str"] = {"skipped": reason}
         notes.append("picows skipped: " + reason)

@@ -1,0 +1,122 @@
+"""What every benchmark client shares (standard library only: peers import it from their
+own virtual environments).
+
+A client is a script run as ``<python> bench/clients/<name>.py <spec.json>``. It reads the
+spec (:class:`Spec`), subscribes with its library's public API, counts the callbacks that
+reach user code, and writes one result file (:class:`Result`). The contract is described in
+``bench/HARNESS.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Recorder", "Result", "Spec", "load_spec", "peak_rss_mb"]
+
+
+@dataclass
+class Spec:
+    """What the harness asks of one client run (written by ``bench/run.py``)."""
+
+    workload: str  # "W1".."W7"
+    mode: str  # "throughput" | "latency" | "recovery"
+    protocol: str  # "kraken-v2" | "kraken-v1" | "binance" | "kucoin"
+    ws_url: str  # the venue WebSocket URL (kraken v1/v2), or base (binance/kucoin)
+    rest_url: str  # https base URL of the venue's REST API on the bench server
+    symbols: list[str]  # in the protocol's own spelling
+    depth: int
+    expected_updates: int  # book update messages the server sends after the snapshots
+    expected_trades: int  # trade messages (W3), else 0
+    result_path: str
+    ca_file: str | None = None  # the self-signed certificate to trust (wss/https)
+    latency_path: str | None = None  # latency mode: write callback times here
+    idle_timeout_s: float = 3.0  # stop when nothing arrived for this long after data
+    deadline_s: float = 300.0  # hard cap on the whole run
+    book_levels: int = 10  # how many levels per side to report in ``books``
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_spec(argv: list[str] | None = None) -> Spec:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: <client>.py <spec.json>")
+    with open(args[0], encoding="utf-8") as fh:
+        raw = json.load(fh)
+    return Spec(**raw)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class Result:
+    client: str
+    version: str
+    ok: bool = False
+    error: str | None = None
+    updates: int = 0  # book update callbacks seen by user code (snapshots excluded)
+    trades: int = 0  # trade callbacks
+    snapshots: int = 0
+    first_mono_ns: int | None = None  # first update/trade callback (time.monotonic_ns)
+    last_mono_ns: int | None = None  # last update/trade callback
+    cpu_s: float | None = None  # process CPU between the first and the last callback
+    rss_mb: float | None = None  # peak RSS at the end
+    checksum: str = "off"  # "verified" | "off" | "unsupported"
+    books: dict[str, dict[str, list[list[str]]]] = field(default_factory=dict)
+    recovery: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(asdict(self), fh)
+        os.replace(tmp, path)
+
+
+class Recorder:
+    """Counts callbacks and keeps the clocks; cheap enough to call on every callback.
+
+    ``mark()`` on every update or trade callback; ``done()`` says when the expected
+    number arrived. In latency mode every callback time is kept (an int per callback)."""
+
+    __slots__ = ("cpu_first", "expected", "first", "keep", "last", "n", "times")
+
+    def __init__(self, expected: int, keep_times: bool) -> None:
+        self.expected = expected
+        self.n = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self.cpu_first: float | None = None
+        self.keep = keep_times
+        self.times: list[int] = []
+
+    def mark(self) -> bool:
+        """Record one callback; True once ``expected`` callbacks have been seen."""
+        t = time.monotonic_ns()
+        if self.first is None:
+            self.first = t
+            self.cpu_first = time.process_time()
+        self.last = t
+        self.n += 1
+        if self.keep:
+            self.times.append(t)
+        return self.n >= self.expected
+
+    def finish(self, result: Result, spec: Spec) -> None:
+        """Fill the clocks, CPU and RSS into ``result``; write latency samples if asked."""
+        result.first_mono_ns = self.first
+        result.last_mono_ns = self.last
+        if self.cpu_first is not None:
+            result.cpu_s = time.process_time() - self.cpu_first
+        result.rss_mb = peak_rss_mb()
+        if spec.latency_path is not None:
+            with open(spec.latency_path, "w", encoding="utf-8") as fh:
+                json.dump(self.times, fh)
