@@ -52,7 +52,18 @@ def load_spec(argv: list[str] | None = None) -> Spec:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux ``ru_maxrss`` is in KiB)."""
+    """Peak resident set size of this process, in MiB.
+
+    ``VmHWM`` from ``/proc/self/status``: the high-water mark of this program's own memory.
+    ``getrusage().ru_maxrss`` is not used: Linux carries it over from the parent across
+    fork and exec, so every client would report at least the harness's own peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
