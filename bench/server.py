@@ -97,8 +97,6 @@ MAX_ERRORS = 1000
 KUCOIN_PING_INTERVAL_MS = 18_000
 KUCOIN_PING_TIMEOUT_MS = 10_000
 
-_log = logging.getLogger("bench.server")
-
 
 def ws_frame(payload: bytes) -> bytes:
     """An unmasked, final RFC 6455 text frame (server to client) carrying ``payload``."""
@@ -623,9 +621,12 @@ class BenchServer:
         states = self._states
         ups = self.traffic.book_updates
         drop_at = self.drop_after if not self._dropped else None
-        stop = end
+        dropping = False
         j = k
         while j < end:
+            if drop_at is not None and self.updates_sent >= drop_at:
+                dropping = True  # exactly ``drop_after`` updates went out
+                break
             kind = order[j]
             idx = self._msg_idx[j]
             if kind == T.BOOK and states is not None:
@@ -649,14 +650,13 @@ class BenchServer:
                 key = "missed" if kind == T.BOOK else "missed_trades"
                 self.drop[key] = self.drop.get(key, 0) + 1
             j += 1
-            if drop_at is not None and kind == T.BOOK and self.updates_sent >= drop_at:
-                stop = j
-                break
+        if drop_at is not None and self.updates_sent >= drop_at:
+            dropping = True
         for c, frames in batches.items():
             c.write(b"".join(frames))
-        if stop < end or (drop_at is not None and self.updates_sent >= drop_at):
+        if dropping:
             self._drop_clients()
-        return stop
+        return j
 
     def _drop_clients(self) -> None:
         """Recovery: abort every client connection (no close frame) and keep going."""
@@ -729,6 +729,8 @@ class BenchServer:
     def _ws_gate(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path.rstrip("/")
+        if self._stopping:
+            return _text_response(503, "Service Unavailable (shutting down)")
         if self._dropped and time.monotonic() < self._outage_until:
             return _text_response(503, "Service Unavailable (bench outage)")
         venue = self.traffic.venue

@@ -778,6 +778,7 @@ async def test_recovery_mode_drops_and_serves_a_fresh_snapshot() -> None:
         received = 0
         drops = 0
         close_frames: list[object] = []
+        before_drop = -1
         book: Book | None = None
         snapshots = 0
         pair = t.pairs[0]
@@ -824,12 +825,14 @@ async def test_recovery_mode_drops_and_serves_a_fresh_snapshot() -> None:
                 except ConnectionClosedError as exc:
                     close_frames.append(exc.rcvd)  # an abort sends no close frame
                     drops += 1
+                    before_drop = received
                 except (InvalidStatus, OSError):
                     await asyncio.sleep(0.01)  # refused during the outage: retry
         rep = srv.report()
     drop = rep["drop"]
     assert drops == 1
     assert close_frames == [None]
+    assert before_drop == drop["drop_after"] == 100
     assert snapshots == 2
     assert received == rep["updates_sent"] == len(rep["send_mono_ns"])
     assert drop["missed"] > 0
