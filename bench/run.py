@@ -138,14 +138,14 @@ class Run:
     def measure(
         self,
         client: Client,
-        traffic_path: Path,
-        traffic: T.Traffic,
+        loaded: tuple[T.Traffic, Path],
         protocol: str,
         mode: str,
         *,
         workload: str,
         drop_after: int | None = None,
     ) -> dict[str, Any]:
+        traffic, traffic_path = loaded
         python = self._python(client)
         if python is None:
             return {"error": f"peer environment {client.env!r} missing: python -m bench.peers"}
@@ -297,29 +297,25 @@ class Run:
         return out
 
 
-def _slice_scale(traffic: T.Traffic, scale: float, messages: int) -> float:
-    """The scale giving about ``messages`` messages of ``traffic``'s workload."""
-    return max(1e-4, scale * messages / max(1, traffic.messages))
+def _traffic(source: str, scale: float) -> tuple[T.Traffic, Path]:
+    """A workload's traffic at ``scale`` (built once, then cached) and its cache file."""
+    return T.load_or_build(source, scale), T.cache_path(source, scale)
 
 
-def _merge(
-    through: dict[str, Any], latency: dict[str, Any] | None, recovery: dict[str, Any] | None
-) -> dict[str, Any]:
+def _slice(source: str, traffic: T.Traffic, scale: float, messages: int) -> tuple[T.Traffic, Path]:
+    """About ``messages`` messages of ``traffic``'s workload (paced runs)."""
+    return _traffic(source, max(1e-4, scale * messages / max(1, traffic.messages)))
+
+
+def _merge(through: dict[str, Any], latency: dict[str, Any] | None) -> dict[str, Any]:
+    """The throughput result plus the latency run's percentiles."""
     out = dict(through)
-    for extra, keys in (
-        (latency, ("p50_ms", "p99_ms", "latency_samples", "latency_note")),
-        (
-            recovery,
-            ("recovery_ms", "drop_to_book_ms", "lost", "gap_declared", "reconnected"),
-        ),
-    ):
-        if extra is None:
-            continue
-        for k in keys:
-            if k in extra:
-                out[k] = extra[k]
-        if extra.get("error"):
-            out.setdefault("errors", []).append(extra["error"])
+    if latency is not None:
+        for k in ("p50_ms", "p99_ms", "latency_samples", "latency_note"):
+            if k in latency:
+                out[k] = latency[k]
+        if latency.get("error"):
+            out.setdefault("errors", []).append(latency["error"])
     return out
 
 
@@ -342,8 +338,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             source = TRAFFIC_OF.get(workload, workload)
             scale = args.scale * args.scales.get(workload, 1.0)
-            traffic = T.load_or_build(source, scale)
-            path = T.cache_path(source, scale)
+            full = _traffic(source, scale)
+            paced = args.recovery_n if workload == "W6" else args.latency_n
+            small = _slice(source, full[0], scale, paced) if paced > 0 else None
             for name in args.clients:
                 client = CLIENTS[name]
                 protocol = client.supports.get(workload)
@@ -351,36 +348,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 print(f"== {workload} {name} ({protocol})", flush=True)
                 if workload == "W6":
-                    small = T.load_or_build(source, _slice_scale(traffic, scale, args.recovery_n))
-                    spath = T.cache_path(source, _slice_scale(traffic, scale, args.recovery_n))
+                    assert small is not None
                     rec = runner.measure(
                         client,
-                        spath,
                         small,
                         protocol,
                         "recovery",
                         workload=workload,
-                        drop_after=small.messages // 4,
+                        drop_after=small[0].messages // 4,
                     )
                     results[workload][name] = rec
                     _version(versions, name, rec)
                     continue
-                through = runner.measure(
-                    client, path, traffic, protocol, "throughput", workload=workload
-                )
+                through = runner.measure(client, full, protocol, "throughput", workload=workload)
                 latency = None
-                if args.latency_n > 0:
-                    lscale = _slice_scale(traffic, scale, args.latency_n)
-                    small = T.load_or_build(source, lscale)
-                    latency = runner.measure(
-                        client,
-                        T.cache_path(source, lscale),
-                        small,
-                        protocol,
-                        "latency",
-                        workload=workload,
-                    )
-                results[workload][name] = _merge(through, latency, None)
+                if small is not None:
+                    latency = runner.measure(client, small, protocol, "latency", workload=workload)
+                results[workload][name] = _merge(through, latency)
                 _version(versions, name, through)
     finally:
         if not args.keep:
@@ -414,11 +398,12 @@ def _floor(runner: Run, args: argparse.Namespace) -> dict[str, Any]:
     """W5: picows + orjson on W1's traffic (headline) and on W3's."""
     by: dict[str, Any] = {}
     for source, protocol in FLOOR_TRAFFICS:
-        scale = args.scale * args.scales.get(source, 1.0)
-        traffic = T.load_or_build(source, scale)
         print(f"== W5 floor on {source} traffic ({protocol})", flush=True)
         by[source] = runner.measure(
-            CLIENTS["floor"], T.cache_path(source, scale), traffic, protocol, "throughput",
+            CLIENTS["floor"],
+            _traffic(source, args.scale * args.scales.get(source, 1.0)),
+            protocol,
+            "throughput",
             workload="W5",
         )
     head = dict(by["W1"])

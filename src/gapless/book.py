@@ -61,24 +61,30 @@ class _Side:
         self.keys: list[int] = []  # sorted ascending of sign * price
         self.tokens: list[str] = []  # checksum token per key, same order
 
-    def set(self, price: int, qty: int) -> None:
-        levels = self.levels
-        if qty == 0:
-            if price in levels:
-                del levels[price]
-                i = bisect_left(self.keys, self.sign * price)
-                del self.keys[i]
-                del self.tokens[i]
-            return
-        key = self.sign * price
-        if price in levels:
-            self.tokens[bisect_left(self.keys, key)] = f"{price}{qty}"
-        else:
-            keys = self.keys
-            i = bisect_left(keys, key)
-            keys.insert(i, key)
-            self.tokens.insert(i, f"{price}{qty}")
-        levels[price] = qty
+    def apply(self, levels: Iterable[tuple[int, int]], depth: int) -> None:
+        """Apply levels in order (qty 0 deletes), then truncate to ``depth``."""
+        book = self.levels
+        keys = self.keys
+        tokens = self.tokens
+        sign = self.sign
+        for price, qty in levels:
+            key = sign * price
+            if qty == 0:
+                if price in book:
+                    del book[price]
+                    i = bisect_left(keys, key)
+                    del keys[i]
+                    del tokens[i]
+                continue
+            if price in book:
+                tokens[bisect_left(keys, key)] = f"{price}{qty}"
+            else:
+                i = bisect_left(keys, key)
+                keys.insert(i, key)
+                tokens.insert(i, f"{price}{qty}")
+            book[price] = qty
+        if len(keys) > depth:
+            self.truncate(depth)
 
     def truncate(self, depth: int) -> None:
         keys = self.keys
@@ -151,50 +157,15 @@ class Book:
 
     def apply(self, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]) -> None:
         """Apply levels in order (qty 0 deletes), then truncate to depth."""
-        side = self._bids
-        for price, qty in bids:
-            side.set(price, qty)
-        side = self._asks
-        for price, qty in asks:
-            side.set(price, qty)
-        self._bids.truncate(self.depth)
-        self._asks.truncate(self.depth)
+        self._bids.apply(bids, self.depth)
+        self._asks.apply(asks, self.depth)
 
     def apply_checksum(
-        self, bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+        self, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]
     ) -> int:
-        """:meth:`apply` then :meth:`checksum` in one call: the per-message hot path,
-        with the level loop inlined."""
-        depth = self.depth
-        for side, levels in ((self._bids, bids), (self._asks, asks)):
-            if not levels:
-                continue
-            book = side.levels
-            keys = side.keys
-            tokens = side.tokens
-            sign = side.sign
-            for price, qty in levels:
-                key = sign * price
-                if qty == 0:
-                    if price in book:
-                        del book[price]
-                        i = bisect_left(keys, key)
-                        del keys[i]
-                        del tokens[i]
-                    continue
-                if price in book:
-                    tokens[bisect_left(keys, key)] = f"{price}{qty}"
-                else:
-                    i = bisect_left(keys, key)
-                    keys.insert(i, key)
-                    tokens.insert(i, f"{price}{qty}")
-                book[price] = qty
-            if len(keys) > depth:
-                side.truncate(depth)
-        text = "".join(self._asks.tokens[:_CHECKSUM_LEVELS]) + "".join(
-            self._bids.tokens[:_CHECKSUM_LEVELS]
-        )
-        return zlib.crc32(text.encode("ascii")) & 0xFFFFFFFF
+        """:meth:`apply` then :meth:`checksum`: the per-message path of a Kraken book."""
+        self.apply(bids, asks)
+        return self.checksum()
 
     def checksum(self) -> int:
         """Kraken CRC32 over the top 10 asks then the top 10 bids (protocols.md §1.7)."""

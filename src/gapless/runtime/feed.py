@@ -59,10 +59,10 @@ DEFAULT_LIMITS: dict[str, VenueLimits] = {
 
 VENUES = ("kraken", "binance", "kucoin")
 
-#: ``urls`` keys: the WebSocket endpoint per venue, plus REST bases.
 #: events ``Feed._emit`` does more with than queueing them
 _EMIT_SPECIAL = frozenset({DeadMansSwitch, OrderResponse})
 
+#: ``urls`` keys: the WebSocket endpoint per venue, plus REST bases.
 URL_KEYS = {
     "kraken": ("kraken", "url"),
     "kraken_auth": ("kraken_private", "url"),

@@ -913,9 +913,7 @@ class KrakenAdapter:
             return False
         pp = book.price_precision
         qp = book.qty_precision
-        prices = self._price_cache.get(pp)
-        if prices is None:
-            prices = self._price_cache[pp] = {}
+        prices = self._prices(pp)
         try:
             ts_ns = p.parse_rfc3339_ns(item["timestamp"])
             bids = [
@@ -928,38 +926,7 @@ class KrakenAdapter:
             ]
         except (DecodeError, KeyError, TypeError, ValueError, AttributeError):
             return False
-        local = book.apply_checksum(bids, asks)
-        st.last_data_mono = now.mono
-        counters = st.counters
-        if local != checksum:
-            counters.checksum_mismatch += 1
-            book.valid = False
-            self._resync(
-                st,
-                GapCause.CHECKSUM_MISMATCH,
-                f"update checksum {checksum} != local {local}",
-                now,
-                out,
-            )
-            return True
-        counters.checksum_ok += 1
-        counters.delivered += 1
-        book.last_ts_ns = ts_ns
-        st.last_ts_ns = ts_ns
-        out.events.append(
-            BookUpdate(
-                venue=VENUE,
-                local_ts_ns=now.wall_ns,
-                symbol=st.symbol,
-                exchange_ts_ns=ts_ns,
-                stream=st.key,
-                depth=book.depth,
-                bids=Levels(bids, pp, qp),
-                asks=Levels(asks, pp, qp),
-                checksum=checksum,
-                book=book.view,
-            )
-        )
+        self._update_book(st, book, bids, asks, checksum, ts_ns, now, out)
         return True
 
     def _on_book(self, msg: p.BookMsg, now: Now, out: Step) -> None:
@@ -980,10 +947,15 @@ class KrakenAdapter:
     ) -> list[tuple[int, int]]:
         pp = book.price_precision
         qp = book.qty_precision
-        prices = self._price_cache.get(pp)
-        if prices is None:
-            prices = self._price_cache[pp] = {}
+        prices = self._prices(pp)
         return [(parse_fixed_cached(prices, pr, pp), parse_fixed(q, qp)) for pr, q in levels]
+
+    def _prices(self, precision: int) -> dict[str, int]:
+        """The parsed-price cache for one price precision (book prices repeat)."""
+        cache = self._price_cache.get(precision)
+        if cache is None:
+            cache = self._price_cache[precision] = {}
+        return cache
 
     def _apply_snapshot(
         self, st: _Stream, book: Book, entry: p.BookEntry, now: Now, out: Step
@@ -1035,24 +1007,38 @@ class KrakenAdapter:
             raise DecodeError(f"{entry.symbol}: book update without checksum")
         bids = self._fixed_levels(book, entry.bids)
         asks = self._fixed_levels(book, entry.asks)
-        book.apply(bids, asks)
+        self._update_book(st, book, bids, asks, entry.checksum, entry.ts_ns, now, out)
+
+    def _update_book(
+        self,
+        st: _Stream,
+        book: Book,
+        bids: list[tuple[int, int]],
+        asks: list[tuple[int, int]],
+        checksum: int,
+        ts_ns: int,
+        now: Now,
+        out: Step,
+    ) -> None:
+        """Apply one update, verify the checksum, then deliver it or resync."""
+        local = book.apply_checksum(bids, asks)
         st.last_data_mono = now.mono
-        local = book.checksum()
-        if local != entry.checksum:
-            st.counters.checksum_mismatch += 1
+        counters = st.counters
+        if local != checksum:
+            counters.checksum_mismatch += 1
             book.valid = False
             self._resync(
                 st,
                 GapCause.CHECKSUM_MISMATCH,
-                f"update checksum {entry.checksum} != local {local}",
+                f"update checksum {checksum} != local {local}",
                 now,
                 out,
             )
             return
-        st.counters.checksum_ok += 1
-        book.last_ts_ns = entry.ts_ns
-        st.last_ts_ns = entry.ts_ns
-        st.counters.delivered += 1
+        counters.checksum_ok += 1
+        counters.delivered += 1
+        book.last_ts_ns = ts_ns
+        st.last_ts_ns = ts_ns
         pp = book.price_precision
         qp = book.qty_precision
         out.events.append(
@@ -1060,12 +1046,12 @@ class KrakenAdapter:
                 venue=VENUE,
                 local_ts_ns=now.wall_ns,
                 symbol=st.symbol,
-                exchange_ts_ns=entry.ts_ns,
+                exchange_ts_ns=ts_ns,
                 stream=st.key,
                 depth=book.depth,
                 bids=Levels(bids, pp, qp),
                 asks=Levels(asks, pp, qp),
-                checksum=entry.checksum,
+                checksum=checksum,
                 book=book.view,
             )
         )
