@@ -87,6 +87,7 @@ __all__ = [
     "SequencedBookSync",
     "SyncResult",
     "SyncState",
+    "SyncTally",
     "Synced",
     "check_decimal",
     "decimals_of",
@@ -250,6 +251,8 @@ class ScaledBook:
 
 
 class SyncState(enum.Enum):
+    __hash__ = object.__hash__  # identity: members are singletons
+
     BUFFERING = "buffering"  # no stream message since (re)start
     NEED_SNAPSHOT = "need_snapshot"  # messages seen, no usable snapshot yet
     SYNCED = "synced"  # book live and verified by sequence continuity
@@ -350,6 +353,16 @@ SyncResult = NeedSnapshot | Buffered | Pending | Dropped | Applied | Synced | Re
 M = TypeVar("M")
 
 
+class SyncTally:
+    """How many of the syncs sharing this tally are not SYNCED, so an adapter can
+    tell "every book is live" in O(1) instead of asking each one per frame."""
+
+    __slots__ = ("unsynced",)
+
+    def __init__(self) -> None:
+        self.unsynced = 0
+
+
 class SequencedBookSync(abc.ABC, Generic[M]):
     """The per-symbol state machine described in the module docstring.
 
@@ -368,9 +381,13 @@ class SequencedBookSync(abc.ABC, Generic[M]):
         depth: int | None = None,
         price_precision: int = 0,
         qty_precision: int = 0,
+        tally: SyncTally | None = None,
     ) -> None:
         if max_buffer < 1:
             raise ConfigError("max_buffer must be at least 1")
+        self._tally = tally
+        if tally is not None:
+            tally.unsynced += 1  # starts BUFFERING
         self.symbol = symbol
         self._scaled = ScaledBook(
             venue,
@@ -440,7 +457,18 @@ class SequencedBookSync(abc.ABC, Generic[M]):
         """Forget book, buffer and held snapshot (disconnect, unsubscribe)."""
         self._restart(None)
 
+    def detach(self) -> None:
+        """The sync is dropped by its owner: it leaves the tally."""
+        tally = self._tally
+        if tally is not None:
+            if self._state is not SyncState.SYNCED:
+                tally.unsynced -= 1
+            self._tally = None
+
     def _restart(self, msg: M | None) -> None:
+        tally = self._tally
+        if tally is not None and self._state is SyncState.SYNCED:
+            tally.unsynced += 1
         self._scaled.book.reset()
         self._buffer.clear()
         self._pending = None
@@ -454,6 +482,9 @@ class SequencedBookSync(abc.ABC, Generic[M]):
             self._last_seen = self._range(msg)[1]
 
     def _go_live(self) -> None:
+        tally = self._tally
+        if tally is not None and self._state is not SyncState.SYNCED:
+            tally.unsynced -= 1
         self._state = SyncState.SYNCED
         self._pending = None
         self._buffer.clear()

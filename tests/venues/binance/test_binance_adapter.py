@@ -145,6 +145,18 @@ def lv(price: str, qty: str) -> Level:
     return Level(Decimal(price), Decimal(qty))
 
 
+def scanned_phase(a: BinanceAdapter) -> Phase:
+    """The phase by definition: any stream waiting for an ack is SUBSCRIBING; else any
+    acknowledged book not synced is SYNCING; else LIVE."""
+    streams = list(a._streams.values())
+    if any(s.state.value in ("idle", "queued", "pending") for s in streams):
+        return Phase.SUBSCRIBING
+    for s in streams:
+        if s.state.value == "live" and s.sync is not None and s.sync.state.value != "synced":
+            return Phase.SYNCING
+    return Phase.LIVE
+
+
 class H:
     """A hand-driven adapter with a virtual monotonic clock."""
 
@@ -176,8 +188,11 @@ class H:
         return self.a.on_timer(self.now(backlog))
 
     def phase(self) -> Phase:
-        """Read through a call (mypy would keep a narrowed property)."""
-        return self.a.phase
+        """Read through a call (mypy would keep a narrowed property), and check the
+        adapter's O(1) answer (state counts, sync tally) against a scan of its streams."""
+        got = self.a.phase
+        assert got is scanned_phase(self.a)
+        return got
 
     def control(self, op: str, spec: StreamSpec) -> Step:
         return self.a.control(op, spec, self.now())
@@ -1282,6 +1297,7 @@ def test_random_interleavings_never_expose_a_wrong_book_or_repeat_an_update(
         run(h.connect())
 
     def check_book() -> None:
+        h.phase()  # the O(1) phase agrees with a scan at every step
         b = h.a.book(SYM)
         assert b is not None
         if b.valid:
@@ -1478,3 +1494,14 @@ def test_fuzzed_frames_and_bodies_never_raise_nor_expose_unverified_books(
         assert b is not None
         if b.valid:
             assert h.a.stream_state(BOOK) == "live"
+
+
+def test_phase_follows_unsubscribing_a_book_that_was_still_syncing() -> None:
+    h = H([binance.book(SYM), binance.book(SYM2)])
+    h.up()
+    h.live_book()
+    assert h.phase() is Phase.SYNCING  # SYM2 has no snapshot yet
+    h.control("unsubscribe", binance.book(SYM2))
+    assert h.phase() is Phase.LIVE  # the syncing book left: it no longer holds the phase
+    h.control("subscribe", binance.book(SYM2))
+    assert h.phase() is Phase.SUBSCRIBING

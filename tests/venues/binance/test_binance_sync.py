@@ -32,6 +32,7 @@ from gapless.venues.binance.sync import (
     SeqOk,
     Synced,
     SyncState,
+    SyncTally,
     TradeIdCheck,
 )
 from gapless.venues.seqsync import ScaledBook, check_decimal, decimals_of, is_zero
@@ -444,7 +445,9 @@ OPS = st.lists(
 )
 
 
-def check_invariant(s: DepthSync, venue: Venue) -> None:
+def check_invariant(s: DepthSync, venue: Venue, tally: SyncTally | None = None) -> None:
+    if tally is not None:  # the tally counts exactly the syncs that are not live
+        assert tally.unsynced == (0 if s.state is SyncState.SYNCED else 1)
     if s.state is SyncState.SYNCED:
         assert s.seq is not None
         assert s.book.valid
@@ -511,7 +514,8 @@ def test_faulty_stream_never_shows_a_wrong_book(ops: list[tuple[str, str, str]],
         if fault == "dup":
             delivered.append(events[i])
         i += 1
-    s = DepthSync("BNBBTC", max_buffer=data.draw(st.integers(1, 8)))
+    tally = SyncTally()
+    s = DepthSync("BNBBTC", max_buffer=data.draw(st.integers(1, 8)), tally=tally)
     gaps = 0
     need = False
     for e in delivered:
@@ -520,13 +524,16 @@ def test_faulty_stream_never_shows_a_wrong_book(ops: list[tuple[str, str, str]],
         need = need or r.fetch_snapshot
         if isinstance(r, GapDetected) and r.was_live:
             gaps += 1
-        check_invariant(s, venue)
+        check_invariant(s, venue, tally)
         # answer due fetches (sometimes late), and now and then an unrequested snapshot
         if data.draw(st.integers(0, 7)) < (4 if need else 1):
             at = data.draw(st.integers(max(base - 2, 0), venue.last_id))
             snap = s.on_snapshot(*venue.snapshot(at))
             event("snapshot -> " + type(snap).__name__)
             need = snap.fetch_snapshot or (need and isinstance(snap, Dropped))
-            check_invariant(s, venue)
+            check_invariant(s, venue, tally)
     if delivered == events:
         assert gaps == 0
+    s.reset()
+    s.detach()  # a dropped sync leaves the tally, whatever its state
+    assert tally.unsynced == 0

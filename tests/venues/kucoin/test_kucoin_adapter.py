@@ -166,7 +166,26 @@ def ticker_frame(symbol: str, seq: int, time_ms: int) -> str:
 
 
 def phase(h: H) -> Phase:
-    return h.a.phase  # a call: mypy must not narrow the property between asserts
+    """A call (mypy must not narrow the property between asserts) that also checks the
+    adapter's O(1) answer (per-state counts) against a scan of its streams."""
+    got = h.a.phase
+    assert got is scanned_phase(h.a)
+    return got
+
+
+def scanned_phase(a: KucoinAdapter) -> Phase:
+    """The phase by definition: not welcomed, or a stream waiting for its ack, is
+    SUBSCRIBING; else a book calibrating while we can act (not a quiet wait for the
+    venue's first message) is SYNCING; else LIVE."""
+    if not a.connected or not a.welcomed or a._deferred:
+        return Phase.SUBSCRIBING
+    streams = list(a._streams.values())
+    if any(s.state.value in ("idle", "pending") for s in streams):
+        return Phase.SUBSCRIBING
+    for s in streams:
+        if s.state.value == "syncing" and not (s.l2 is not None and s.l2.quiet_wait):
+            return Phase.SYNCING
+    return Phase.LIVE
 
 
 class H:
@@ -612,6 +631,18 @@ def test_control_subscribe_and_unsubscribe() -> None:
     h.frame({"id": u["id"], "type": "ack"})
     with pytest.raises(ValueError, match="unknown control op"):
         h.a.control("resubscribe", kucoin.trades(BTC), h.now())
+
+
+def test_phase_follows_unsubscribing_a_book_that_was_still_syncing() -> None:
+    h = H([kucoin.book(BTC), kucoin.book(ETH)])
+    h.up()
+    live_book(h)
+    h.frame(l2_frame(ETH, 51, 51, bids=[("10.1", "4", 51)]))  # ETH calibrating: asks REST
+    assert phase(h) is Phase.SYNCING
+    h.take(h.a.control("unsubscribe", kucoin.book(ETH), h.now()))
+    assert phase(h) is Phase.LIVE
+    h.take(h.a.control("subscribe", kucoin.book(ETH), h.now()))
+    assert phase(h) is Phase.SUBSCRIBING
 
 
 # ---------------------------------------------------------------- level2
@@ -1224,6 +1255,8 @@ class RefVenue:
         return out
 
     def check(self, a: KucoinAdapter) -> None:
+        if a.connected:
+            assert a.phase is scanned_phase(a)  # the O(1) phase agrees with a scan
         book = a.book(BTC)
         assert book is not None
         if not book.valid:

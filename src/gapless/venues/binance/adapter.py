@@ -152,7 +152,15 @@ from gapless.events import (
     Trade,
     WatchdogFired,
 )
-from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
+from gapless.venues.base import (
+    CountedState,
+    Now,
+    Phase,
+    RestCall,
+    RestResult,
+    Step,
+    StreamSpec,
+)
 from gapless.venues.binance import protocol as p
 from gapless.venues.binance.sync import (
     Applied,
@@ -164,6 +172,7 @@ from gapless.venues.binance.sync import (
     SeqGap,
     Synced,
     SyncState,
+    SyncTally,
     TradeIdCheck,
 )
 from gapless.venues.seqsync import Levels, pick_snapshot_owner
@@ -252,6 +261,8 @@ class BinanceOptions:
 
 
 class _St(enum.Enum):
+    __hash__ = object.__hash__  # identity: members are singletons (cheap counts)
+
     IDLE = "idle"  # not connected
     QUEUED = "queued"  # SUBSCRIBE waiting for the outbound pacer
     PENDING = "pending"  # SUBSCRIBE sent, no answer yet
@@ -310,8 +321,8 @@ class _TapSync(DepthSync):
     joined, and the snapshot's levels before the first of them (the book is
     exactly the snapshot when the first replayed event's changes are asked for)."""
 
-    def __init__(self, symbol: str, max_buffer: int) -> None:
-        super().__init__(symbol, max_buffer=max_buffer)
+    def __init__(self, symbol: str, max_buffer: int, tally: SyncTally) -> None:
+        super().__init__(symbol, max_buffer=max_buffer, tally=tally)
         self.tap: list[p.DepthUpdate] | None = None
         self.base: tuple[tuple[Level, ...], tuple[Level, ...]] | None = None
 
@@ -325,7 +336,10 @@ class _TapSync(DepthSync):
         return super()._changes(msg, seq, first)
 
 
-class _Stream:
+class _Stream(CountedState[_St]):
+    """One stream's state; ``state`` is counted (:class:`CountedState`) and book
+    syncs share the adapter's :class:`SyncTally`, so ``phase`` is O(1) per frame."""
+
     __slots__ = (
         "channel",
         "counters",
@@ -347,19 +361,25 @@ class _Stream:
         "snap_retry_delay",
         "snap_wanted",
         "spec",
-        "state",
         "symbol",
         "sync",
         "trades",
     )
 
-    def __init__(self, spec: StreamSpec, name: str, max_buffer: int) -> None:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        name: str,
+        max_buffer: int,
+        counts: dict[_St, int],
+        tally: SyncTally,
+    ) -> None:
+        super().__init__(counts, _St.IDLE)
         self.spec = spec
         self.key = spec.key
         self.channel = spec.channel
         self.symbol = spec.symbol
         self.name = name
-        self.state = _St.IDLE
         self.req_id: int | None = None
         self.counters = StreamCounters()
         self.gap: _OpenGap | None = None
@@ -370,7 +390,7 @@ class _Stream:
         self.retry_at: float | None = None
         self.retry_delay = 0.0
         self.resync_times: deque[float] = deque()
-        self.sync = _TapSync(spec.symbol, max_buffer) if spec.channel == "book" else None
+        self.sync = _TapSync(spec.symbol, max_buffer, tally) if spec.channel == "book" else None
         self.trades = TradeIdCheck() if spec.channel == "trade" else None
         self.snap_wanted = False  # a snapshot request must be emitted when allowed
         self.snap_inflight = 0
@@ -402,6 +422,8 @@ class BinanceAdapter:
         self._depth_weight = float(p.depth_snapshot_weight(opts.snapshot_limit))
         self._streams: dict[str, _Stream] = {}
         self._by_name: dict[str, _Stream] = {}
+        self._state_counts: dict[_St, int] = dict.fromkeys(_St, 0)
+        self._tally = SyncTally()
         for spec in specs or []:
             self.add(spec)
         self.conn = ""
@@ -445,7 +467,7 @@ class BinanceAdapter:
                 f"{spec.key}: more than {self.options.max_streams} streams on one "
                 "connection (§3.2); use another connection"
             )
-        st = _Stream(spec, name, self.options.max_buffer)
+        st = _Stream(spec, name, self.options.max_buffer, self._state_counts, self._tally)
         self._streams[spec.key] = st
         self._by_name[name] = st
 
@@ -480,14 +502,16 @@ class BinanceAdapter:
 
     @property
     def phase(self) -> Phase:
-        syncing = False
+        counts = self._state_counts
+        if counts[_St.IDLE] or counts[_St.QUEUED] or counts[_St.PENDING]:
+            return Phase.SUBSCRIBING
+        if not self._tally.unsynced:  # every book synced: the per-frame case
+            return Phase.LIVE
         for st in self._streams.values():
-            s = st.state
-            if s is _St.IDLE or s is _St.QUEUED or s is _St.PENDING:
-                return Phase.SUBSCRIBING
-            if s is _St.LIVE and st.sync is not None and st.sync.state is not SyncState.SYNCED:
-                syncing = True
-        return Phase.SYNCING if syncing else Phase.LIVE
+            sync = st.sync
+            if st.state is _St.LIVE and sync is not None and sync.state is not SyncState.SYNCED:
+                return Phase.SYNCING
+        return Phase.LIVE
 
     def _book_stream(self, symbol: str) -> _Stream | None:
         return self._streams.get(f"{VENUE}:book:{symbol}")
@@ -747,6 +771,9 @@ class BinanceAdapter:
             if st is None:
                 return out
             del self._by_name[st.name]
+            st.forget()
+            if st.sync is not None:
+                st.sync.detach()
             # the user stops the stream: what was open is reported, nothing is
             # gap-checked across the unsubscribe
             self._close_open_gap(st, now, out, "unsubscribed before resync")

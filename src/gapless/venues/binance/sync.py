@@ -83,6 +83,7 @@ from gapless.venues.seqsync import (
     Synced,
     SyncResult,
     SyncState,
+    SyncTally,
 )
 
 __all__ = [
@@ -100,6 +101,7 @@ __all__ = [
     "SeqResult",
     "SyncResult",
     "SyncState",
+    "SyncTally",
     "Synced",
     "TradeIdCheck",
 ]
@@ -117,6 +119,7 @@ class DepthSync(SequencedBookSync[DepthUpdate]):
         max_buffer: int = 10_000,
         price_precision: int = 0,
         qty_precision: int = 0,
+        tally: SyncTally | None = None,
     ) -> None:
         super().__init__(
             VENUE,
@@ -125,6 +128,7 @@ class DepthSync(SequencedBookSync[DepthUpdate]):
             depth=None,
             price_precision=price_precision,
             qty_precision=qty_precision,
+            tally=tally,
         )
 
     def _range(self, msg: DepthUpdate) -> tuple[int, int]:

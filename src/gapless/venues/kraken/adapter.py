@@ -61,7 +61,15 @@ from gapless.events import (
     VenueStatus,
     WatchdogFired,
 )
-from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
+from gapless.venues.base import (
+    CountedState,
+    Now,
+    Phase,
+    RestCall,
+    RestResult,
+    Step,
+    StreamSpec,
+)
 from gapless.venues.kraken import protocol as p
 from gapless.venues.numbers import parse_decimal, parse_fixed, parse_fixed_cached
 
@@ -127,14 +135,11 @@ class _OpenGap:
     detail: str
 
 
-class _Stream:
-    """One stream's state. ``state`` is a property: every change updates the
-    adapter's per-state counts, so ``phase`` is O(1) per frame, not a scan of
-    every stream (1,000 books on one connection)."""
+class _Stream(CountedState[_St]):
+    """One stream's state; ``state`` is counted (:class:`CountedState`), so
+    ``phase`` is O(1) per frame."""
 
     __slots__ = (
-        "_counts",
-        "_state",
         "book",
         "channel",
         "confirmed_ts_ns",
@@ -157,9 +162,7 @@ class _Stream:
     )
 
     def __init__(self, spec: StreamSpec, counts: dict[_St, int]) -> None:
-        self._counts = counts
-        self._state = _St.IDLE
-        counts[_St.IDLE] += 1
+        super().__init__(counts, _St.IDLE)
         self.spec = spec
         self.key = spec.key
         self.channel = spec.channel
@@ -179,21 +182,6 @@ class _Stream:
         self.counters = StreamCounters()
         self.want_snapshot = False
         self.held: list[p.TradeItem] = []
-
-    @property
-    def state(self) -> _St:
-        return self._state
-
-    @state.setter
-    def state(self, new: _St) -> None:
-        counts = self._counts
-        counts[self._state] -= 1
-        counts[new] += 1
-        self._state = new
-
-    def forget(self) -> None:
-        """The stream leaves the adapter: it no longer counts for ``phase``."""
-        self._counts[self._state] -= 1
 
 
 class KrakenAdapter:

@@ -160,7 +160,15 @@ from gapless.events import (
     WatchdogFired,
 )
 from gapless.secrets import Secret
-from gapless.venues.base import Now, Phase, RestCall, RestResult, Step, StreamSpec
+from gapless.venues.base import (
+    CountedState,
+    Now,
+    Phase,
+    RestCall,
+    RestResult,
+    Step,
+    StreamSpec,
+)
 from gapless.venues.kucoin import protocol as p
 from gapless.venues.kucoin.sync import (
     Applied,
@@ -261,6 +269,8 @@ class KucoinOptions:
 
 
 class _St(enum.Enum):
+    __hash__ = object.__hash__  # identity: members are singletons (cheap counts)
+
     IDLE = "idle"  # not connected, or connected and waiting for the welcome
     PENDING = "pending"  # subscribe sent (or queued), no ack yet
     SYNCING = "syncing"  # book acked, not calibrated yet
@@ -327,7 +337,10 @@ class _Req:
     sent_mono: float | None = None  # None: waiting in the uplink queue
 
 
-class _Stream:
+class _Stream(CountedState[_St]):
+    """One stream's state; ``state`` is counted (:class:`CountedState`), so
+    ``phase`` is O(1) per frame once every book is live."""
+
     __slots__ = (
         "channel",
         "confirmed_ts_ns",
@@ -353,17 +366,18 @@ class _Stream:
         "retry_delay",
         "shadow",
         "spec",
-        "state",
         "symbol",
     )
 
-    def __init__(self, spec: StreamSpec, prefix: str, max_buffer: int) -> None:
+    def __init__(
+        self, spec: StreamSpec, prefix: str, max_buffer: int, counts: dict[_St, int]
+    ) -> None:
+        super().__init__(counts, _St.IDLE)
         self.spec = spec
         self.key = spec.key
         self.channel = spec.channel
         self.symbol = spec.symbol
         self.prefix = prefix
-        self.state = _St.IDLE
         self.gap: _OpenGap | None = None
         self.last_ts_ns: int | None = None  # exchange time of the last delivered event
         self.last_seq: int | None = None  # book sequence / numeric trade id delivered last
@@ -402,6 +416,7 @@ class KucoinAdapter:
         self._streams: dict[str, _Stream] = {}
         self._books: dict[str, _Stream] = {}
         self._by_channel: dict[tuple[str, str], _Stream] = {}
+        self._state_counts: dict[_St, int] = dict.fromkeys(_St, 0)
         for spec in specs or []:
             self.add(spec)
         # dial
@@ -495,7 +510,7 @@ class KucoinAdapter:
                 f"more than {self.options.max_topics_per_connection} topics on one KuCoin "
                 "connection (§2.4): spread the streams over several connections"
             )
-        st = _Stream(spec, prefix, self.options.max_buffer)
+        st = _Stream(spec, prefix, self.options.max_buffer, self._state_counts)
         self._streams[spec.key] = st
         if spec.channel == "book":
             self._books[spec.symbol] = st
@@ -550,14 +565,14 @@ class KucoinAdapter:
     def phase(self) -> Phase:
         if not self.connected or not self.welcomed or self._deferred:
             return Phase.SUBSCRIBING
-        syncing = False
-        for st in self._streams.values():
-            state = st.state
-            if state is _St.PENDING or state is _St.IDLE:
-                return Phase.SUBSCRIBING
-            if state is _St.SYNCING and not (st.l2 is not None and st.l2.quiet_wait):
-                syncing = True
-        return Phase.SYNCING if syncing else Phase.LIVE
+        counts = self._state_counts
+        if counts[_St.PENDING] or counts[_St.IDLE]:
+            return Phase.SUBSCRIBING
+        if counts[_St.SYNCING]:
+            for st in self._streams.values():
+                if st.state is _St.SYNCING and not (st.l2 is not None and st.l2.quiet_wait):
+                    return Phase.SYNCING
+        return Phase.LIVE
 
     # ------------------------------------------------------------------ dial
     def prepare_dial(self, now: Now) -> RestCall | None:
@@ -943,6 +958,7 @@ class KucoinAdapter:
                 )
             ):
                 self._unsubscribe(gone, now, out)
+            gone.forget()
         else:
             raise ValueError(f"unknown control op {op!r}")
         return out
