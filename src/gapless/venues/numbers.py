@@ -11,7 +11,14 @@ from decimal import Decimal, InvalidOperation
 
 from gapless.errors import DecodeError
 
-__all__ = ["CACHE_LIMIT", "parse_decimal", "parse_fixed", "parse_fixed_cached", "parse_int"]
+__all__ = [
+    "CACHE_LIMIT",
+    "fixed_exact",
+    "parse_decimal",
+    "parse_fixed",
+    "parse_fixed_cached",
+    "parse_int",
+]
 
 _POW10: list[int] = [10**i for i in range(40)]
 _MAX_DIGITS = 36  # hostile-input bound: no real price or quantity is longer
@@ -27,14 +34,9 @@ def parse_fixed(value: object, precision: int) -> int:
     Negative values are allowed (ticker ``change``).
 
     Hot path: a number printed with exactly ``precision`` decimals (what venues
-    send) is its digits without the dot."""
-    if type(value) is str:
-        dot = value.find(".")
-        if dot > 0 and len(value) - dot - 1 == precision and len(value) <= _MAX_DIGITS:
-            digits = value.replace(".", "", 1)
-            if digits.isdigit() and digits.isascii():
-                return int(digits)
-    return _parse_fixed(value, precision)
+    send) is its digits without the dot (:func:`fixed_exact`)."""
+    fixed = fixed_exact(value, precision)
+    return _parse_fixed(value, precision) if fixed is None else fixed
 
 
 def parse_fixed_cached(cache: dict[str, int], value: object, precision: int) -> int:
@@ -55,6 +57,20 @@ def parse_fixed_cached(cache: dict[str, int], value: object, precision: int) -> 
 
 
 CACHE_LIMIT = 4096
+
+
+def fixed_exact(value: object, precision: int) -> int | None:
+    """Scaled integer of a plain decimal string printed with exactly ``precision``
+    decimals (``fixed_exact('0.00240000', 8) == 240000``), else None: anything else
+    (other decimals, signs, exponents, JSON numbers, over 36 characters) is for the
+    general, validating decoder. The hot path of venues that send numbers as text."""
+    if type(value) is str:
+        dot = value.find(".")
+        if dot > 0 and len(value) - dot - 1 == precision and len(value) <= _MAX_DIGITS:
+            digits = value.replace(".", "", 1)
+            if digits.isdigit() and digits.isascii():
+                return int(digits)
+    return None
 
 
 def _parse_fixed(value: object, precision: int) -> int:

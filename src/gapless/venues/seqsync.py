@@ -114,6 +114,16 @@ def check_decimal(value: object, what: str = "number") -> str:
     Accepted: ASCII digits with at most one ``.`` that has digits on both sides
     (``"0.0024"``, ``"18906"``), at most 36 characters and :data:`MAX_PRECISION`
     decimals. Refused: JSON numbers, signs, exponents, ``NaN``, blanks."""
+    if type(value) is str:  # the common case first: one pass over the text
+        n = len(value)
+        dot = value.find(".")
+        if (
+            n <= _MAX_LEN
+            and ((0 < dot < n - 1 and n - dot - 1 <= MAX_PRECISION) or dot < 0 < n)
+            and value.replace(".", "", 1).isdigit()
+            and value.isascii()
+        ):
+            return value
     if type(value) is not str:
         raise DecodeError(f"{what}: expected a decimal string, got {type(value).__name__}")
     text: str = value
@@ -504,6 +514,25 @@ class SequencedBookSync(abc.ABC, Generic[M]):
             self._scaled.price_precision,
             self._scaled.qty_precision,
         )
+
+    def apply_live(
+        self, first: int, last: int, bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+    ) -> bool:
+        """The hot path of :meth:`on_message`: a message that continues the live book,
+        with levels already scaled at the book's current precisions (non-negative).
+        Returns False, having changed nothing, unless the book is SYNCED and
+        ``[first, last]`` continues it exactly as the live rule asks (``first <= seq + 1
+        <= last``); the caller then feeds the message to :meth:`on_message`."""
+        if self._state is not SyncState.SYNCED:
+            return False
+        seq = self._seq
+        assert seq is not None
+        if not first <= seq + 1 <= last:
+            return False
+        self._scaled.book.apply(bids, asks)
+        self._seq = last
+        self._last_seen = last
+        return True
 
     def _checked_range(self, msg: M) -> tuple[int, int]:
         first, last = self._range(msg)

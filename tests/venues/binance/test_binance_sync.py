@@ -9,6 +9,7 @@ equal the reference at the machine's book id, faults or not.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -350,6 +351,27 @@ def test_decimal_helpers() -> None:
         ScaledBook("binance", "X", depth=0)
     with pytest.raises(DecodeError):
         sb.apply([("0." + "1" * 19, "1")], [])
+
+
+PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]{1,18})?")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(alphabet="0123456789.-+eE ١²", max_size=40),
+        st.from_regex(r"[0-9]{1,20}\.[0-9]{1,20}", fullmatch=True),
+        st.text(max_size=12),
+    )
+)
+def test_check_decimal_accepts_exactly_plain_decimal_text(text: str) -> None:
+    """ASCII digits with at most one inner dot, at most 18 decimals, at most 36 chars."""
+    want = len(text) <= 36 and PLAIN_DECIMAL.fullmatch(text) is not None
+    if want:
+        assert check_decimal(text) == text
+    else:
+        with pytest.raises(DecodeError):
+            check_decimal(text)
 
 
 def test_book_is_not_truncated() -> None:

@@ -130,9 +130,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import msgspec
@@ -147,6 +148,7 @@ from gapless.events import (
     Gap,
     GapCause,
     Level,
+    Levels,
     Subscribed,
     SubscriptionRejected,
     Trade,
@@ -175,7 +177,9 @@ from gapless.venues.binance.sync import (
     SyncTally,
     TradeIdCheck,
 )
-from gapless.venues.seqsync import Levels, pick_snapshot_owner
+from gapless.venues.numbers import CACHE_LIMIT, fixed_exact
+from gapless.venues.seqsync import Levels as TextLevels
+from gapless.venues.seqsync import pick_snapshot_owner
 
 __all__ = [
     "DEFAULT_REST_BUDGET",
@@ -191,6 +195,7 @@ VENUE = p.VENUE
 _SUBSCRIBE = "SUBSCRIBE"
 _UNSUBSCRIBE = "UNSUBSCRIBE"
 _WINDOW_S = 1.0  # §3.2: the outbound limit is per second
+_I64 = 2**63 - 1  # §3.6 ids and times are signed 64-bit
 _SPLITTABLE = ("invalid stream", "too many parameters")
 _PERMANENT = ("invalid stream",)
 _PASSIVE_CHANNELS = {"depth@100ms": "book", "trade": "trade", "bookTicker": "book_ticker"}
@@ -326,7 +331,7 @@ class _TapSync(DepthSync):
         self.tap: list[p.DepthUpdate] | None = None
         self.base: tuple[tuple[Level, ...], tuple[Level, ...]] | None = None
 
-    def _changes(self, msg: p.DepthUpdate, seq: int, first: int) -> tuple[Levels, Levels]:
+    def _changes(self, msg: p.DepthUpdate, seq: int, first: int) -> tuple[TextLevels, TextLevels]:
         tap = self.tap
         if tap is not None:
             if not tap:
@@ -437,6 +442,7 @@ class BinanceAdapter:
         self._sent: deque[float] = deque()
         self._rest_blocked_until = 0.0
         self._shut = False
+        self._price_cache: dict[int, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ registry
     @property
@@ -1208,12 +1214,33 @@ class BinanceAdapter:
         for ev in applied:
             self._deliver_update(st, ev, now, out)
 
-    def _deliver_update(self, st: _Stream, ev: p.DepthUpdate, now: Now, out: Step) -> None:
+    def _deliver_update(
+        self, st: _Stream, ev: p.DepthUpdate, now: Now, out: Step, applied: Applied | None = None
+    ) -> None:
+        """BookUpdate of ``ev`` (its levels as applied, when known: no Decimals made)."""
         assert st.sync is not None
-        book = st.sync.book
+        if applied is None:
+            bids: Sequence[Level] = _levels(ev.bids)
+            asks: Sequence[Level] = _levels(ev.asks)
+        else:
+            pp, qp = applied.price_precision, applied.qty_precision
+            bids, asks = Levels(applied.bids, pp, qp), Levels(applied.asks, pp, qp)
         ts = p.to_ns(ev.event_time)
+        self._delivered(st, st.sync.book, ts, ev.final_update_id, bids, asks, now, out)
+
+    def _delivered(
+        self,
+        st: _Stream,
+        book: Book,
+        ts: int,
+        seq: int,
+        bids: Sequence[Level],
+        asks: Sequence[Level],
+        now: Now,
+        out: Step,
+    ) -> None:
         book.last_ts_ns = ts
-        st.last_seq = ev.final_update_id
+        st.last_seq = seq
         st.last_ts_ns = ts
         st.counters.delivered += 1
         out.events.append(
@@ -1224,11 +1251,11 @@ class BinanceAdapter:
                 exchange_ts_ns=ts,
                 stream=st.key,
                 depth=book.depth,
-                bids=_levels(ev.bids),
-                asks=_levels(ev.asks),
+                bids=bids,
+                asks=asks,
                 checksum=None,
                 book=book.view,
-                seq=ev.final_update_id,
+                seq=seq,
             )
         )
 
@@ -1237,7 +1264,17 @@ class BinanceAdapter:
         out = Step()
         self.stats.frames += 1
         try:
-            msg = p.decode(data)
+            raw = p.load(data)
+            if type(raw) is dict:
+                d = raw.get("data")
+                if (
+                    type(d) is dict
+                    and d.get("e") == "depthUpdate"
+                    and self._fast_depth(raw.get("stream"), d, now, out)
+                ):
+                    self._pump(now, out)
+                    return out
+            msg = p.classify(raw)
         except DecodeError as exc:
             self._bad_frame(str(exc), data, now, out, self._attribute(data))
             self._pump(now, out)
@@ -1447,7 +1484,7 @@ class BinanceAdapter:
             sync.tap = None
         st.seen_ts_ns = p.to_ns(ev.event_time)
         if isinstance(res, Applied):
-            self._deliver_update(st, ev, now, out)
+            self._deliver_update(st, ev, now, out, res)
         elif isinstance(res, Dropped):
             if was_live:
                 st.counters.duplicates_dropped += 1
@@ -1467,6 +1504,74 @@ class BinanceAdapter:
             self._want_snapshot(st, now, out)
         elif res.fetch_snapshot:  # NeedSnapshot: first event of a cycle
             self._want_snapshot(st, now, out)
+
+    def _fast_depth(self, name: object, d: dict[str, Any], now: Now, out: Step) -> bool:
+        """The hot path: a combined-stream ``depthUpdate`` (§3.6) that continues a live
+        book (§3.8 step 5), read straight from the JSON into fixed-point levels at the
+        book's precisions, applied and delivered.
+
+        Returns False, having changed nothing, for anything else (a book not live, a
+        gap or repeat, an open gap, other decimals than the book's, any malformed
+        part): the general path then decodes, reports and resyncs as usual."""
+        st = self._by_name.get(name) if type(name) is str else None
+        if st is None or st.state is not _St.LIVE or st.gap is not None:
+            return False
+        sync = st.sync
+        if sync is None or d.get("s") != st.symbol:
+            return False
+        first = d.get("U")
+        last = d.get("u")
+        etime = d.get("E")
+        if (
+            type(first) is not int
+            or type(last) is not int
+            or type(etime) is not int
+            or not 0 <= first <= last <= _I64
+            or not 0 <= etime <= _I64
+        ):
+            return False
+        book = sync.book
+        pp = book.price_precision
+        qp = book.qty_precision
+        prices = self._prices(pp)
+        bids: list[tuple[int, int]] = []
+        asks: list[tuple[int, int]] = []
+        try:
+            for side, out_side in ((d.get("b"), bids), (d.get("a"), asks)):
+                if type(side) is not list:
+                    return False
+                for level in side:
+                    if type(level) is not list or len(level) != 2:
+                        return False
+                    text, qty_text = level
+                    price = prices.get(text)
+                    if price is None:
+                        price = fixed_exact(text, pp)
+                        if price is None:
+                            return False
+                        if len(prices) >= CACHE_LIMIT:
+                            prices.clear()
+                        prices[text] = price
+                    qty = fixed_exact(qty_text, qp)
+                    if qty is None:
+                        return False
+                    out_side.append((price, qty))
+        except TypeError:  # an unhashable price
+            return False
+        if not sync.apply_live(first, last, bids, asks):
+            return False
+        st.last_data_mono = now.mono
+        ts = p.to_ns(etime)
+        st.seen_ts_ns = ts
+        self._delivered(st, book, ts, last, Levels(bids, pp, qp), Levels(asks, pp, qp), now, out)
+        return True
+
+    def _prices(self, precision: int) -> dict[str, int]:
+        """The parsed-price cache for one price precision (book prices repeat)."""
+        cache = self._price_cache.get(precision)
+        if cache is None:
+            cache = self._price_cache[precision] = {}
+        return cache
 
     def _on_trade(self, st: _Stream, t: p.TradeMsg, now: Now, out: Step) -> None:
         check = st.trades

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -75,6 +74,7 @@ __all__ = [
     "TradeMsg",
     "UnknownMsg",
     "book_ticker_stream",
+    "classify",
     "combined_url",
     "decode",
     "decode_depth_snapshot",
@@ -85,6 +85,7 @@ __all__ = [
     "encode_list_subscriptions",
     "encode_subscribe",
     "encode_unsubscribe",
+    "load",
     "raw_url",
     "stream_name",
     "to_ns",
@@ -278,8 +279,7 @@ def _encode(method: str, streams: Sequence[str], req_id: RequestId) -> str:
 Level = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class DepthUpdate:
+class DepthUpdate(msgspec.Struct, frozen=True):
     """§3.6 ``depthUpdate``: levels ``(price, qty)`` as exact strings; qty "0" removes."""
 
     symbol: str
@@ -290,8 +290,7 @@ class DepthUpdate:
     asks: tuple[Level, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TradeMsg:
+class TradeMsg(msgspec.Struct, frozen=True):
     """§3.6 ``trade``: ``t`` is the per-symbol trade id; ``m`` = buyer is the maker."""
 
     symbol: str
@@ -308,8 +307,7 @@ class TradeMsg:
         return "sell" if self.buyer_is_maker else "buy"
 
 
-@dataclass(frozen=True, slots=True)
-class BookTicker:
+class BookTicker(msgspec.Struct, frozen=True):
     """§3.6 ``<symbol>@bookTicker`` (no ``e``/``E``): best bid/ask with update id ``u``."""
 
     symbol: str
@@ -320,8 +318,7 @@ class BookTicker:
     ask_qty: str
 
 
-@dataclass(frozen=True, slots=True)
-class DepthSnapshot:
+class DepthSnapshot(msgspec.Struct, frozen=True):
     """§3.7 REST ``/api/v3/depth`` body, also the partial-depth stream payload (§3.6)."""
 
     last_update_id: int
@@ -329,16 +326,14 @@ class DepthSnapshot:
     asks: tuple[Level, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True):
     """§3.5: ``result`` is None (success), a list of streams or a property value."""
 
     id: RequestId
     result: tuple[str, ...] | bool | None
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorMsg:
+class ErrorMsg(msgspec.Struct, frozen=True):
     """§3.5 nested error (``status`` only in the WS-API form, §3.11)."""
 
     id: RequestId
@@ -347,22 +342,19 @@ class ErrorMsg:
     status: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ServerShutdown:
+class ServerShutdown(msgspec.Struct, frozen=True):
     """§3.4: the server is about to disconnect: reconnect at once (make-before-break)."""
 
     event_time: int
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownMsg:
+class UnknownMsg(msgspec.Struct, frozen=True):
     """A well-formed payload of an event type we do not handle (``aggTrade``, arrays...)."""
 
     event: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class RestError:
+class RestError(msgspec.Struct, frozen=True):
     """§3.11 REST error body ``{"code":-1121,"msg":"Invalid symbol."}``."""
 
     code: int
@@ -381,8 +373,7 @@ Payload = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Combined:
+class Combined(msgspec.Struct, frozen=True):
     """§3.1 combined-stream envelope."""
 
     stream: str
@@ -412,7 +403,19 @@ def _guard(fn: Any, raw: Any) -> Any:
 
 def decode(frame: str | bytes) -> Message:
     """Decode one stream-connection frame. Raises only :class:`DecodeError`."""
-    result: Message = _guard(_classify, _load(frame))
+    return classify(load(frame))
+
+
+def load(frame: str | bytes) -> Any:
+    """The JSON value of one frame, whatever its shape (an adapter's hot path reads
+    the common messages from it directly). Raises only :class:`DecodeError`."""
+    return _load(frame)
+
+
+def classify(raw: Any) -> Message:
+    """:func:`decode` of a frame already loaded with :func:`load`. Raises only
+    :class:`DecodeError`."""
+    result: Message = _guard(_classify, raw)
     return result
 
 

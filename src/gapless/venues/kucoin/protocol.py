@@ -45,7 +45,6 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -190,8 +189,7 @@ def connect_url(endpoint: str, token: Secret | str, connect_id: str) -> str:
 # ------------------------------------------------------------------ encoders (§2.3)
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     """One encoded subscribe/unsubscribe message; its ack carries ``id``."""
 
     id: str
@@ -274,8 +272,7 @@ def encode_ping(req_id: str) -> str:
 # ------------------------------------------------------------------ messages
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceServer:
+class InstanceServer(msgspec.Struct, frozen=True):
     """§2.1 one entry of ``instanceServers``."""
 
     endpoint: str
@@ -293,16 +290,14 @@ class InstanceServer:
         return self.ping_timeout_ms / 1000.0
 
 
-@dataclass(frozen=True, slots=True)
-class Bullet:
+class Bullet(msgspec.Struct, frozen=True):
     """§2.1 bullet response: a token (kept secret) and the servers to dial."""
 
     token: Secret
     servers: tuple[InstanceServer, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class RestError:
+class RestError(msgspec.Struct, frozen=True):
     """A KuCoin REST body whose ``code`` is not ``"200000"``."""
 
     code: str
@@ -318,8 +313,7 @@ L2Change = tuple[str, str, int]  # (price, size, sequence)
 Level = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class L2Snapshot:
+class L2Snapshot(msgspec.Struct, frozen=True):
     """§2.5 REST level2 snapshot; asks low->high, bids high->low."""
 
     sequence: int
@@ -328,27 +322,23 @@ class L2Snapshot:
     asks: tuple[Level, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Welcome:
+class Welcome(msgspec.Struct, frozen=True):
     """§2.3: first frame; ``id`` equals the connectId. Usable only after it."""
 
     id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(msgspec.Struct, frozen=True):
     id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Pong:
+class Pong(msgspec.Struct, frozen=True):
     """§2.3: answer to our ping, same id."""
 
     id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True):
     """§2.3: subscribe/unsubscribe acknowledged (only sent when ``response:true``)."""
 
     id: str
@@ -370,8 +360,7 @@ _ERROR_KINDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorFrame:
+class ErrorFrame(msgspec.Struct, frozen=True):
     """§2.3 ``{"id":..,"type":"error","code":404,"data":"topic ... is not found"}``."""
 
     id: str | None
@@ -388,8 +377,7 @@ class ErrorFrame:
         return self.kind is ErrorKind.TOPIC_NOT_FOUND
 
 
-@dataclass(frozen=True, slots=True)
-class L2Update:
+class L2Update(msgspec.Struct, frozen=True):
     """§2.5 ``trade.l2update``: changes are ``(price, size, sequence)``."""
 
     symbol: str
@@ -400,8 +388,7 @@ class L2Update:
     asks: tuple[L2Change, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(msgspec.Struct, frozen=True):
     """§2.6 ``trade.l3match``; ``side`` is the taker side, ``time_ns`` in ns."""
 
     symbol: str
@@ -415,8 +402,7 @@ class Match:
     taker_order_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class TickerMsg:
+class TickerMsg(msgspec.Struct, frozen=True):
     """§2.6 ``trade.ticker`` (symbol from the topic, or the subject for ``ticker:all``)."""
 
     symbol: str
@@ -430,8 +416,7 @@ class TickerMsg:
     time_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Notice:
+class Notice(msgspec.Struct, frozen=True):
     """§2.3 ``notice``/``command`` frames (not documented further)."""
 
     type: str
@@ -439,8 +424,7 @@ class Notice:
     subject: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownMsg:
+class UnknownMsg(msgspec.Struct, frozen=True):
     """A well-formed frame we do not handle (other topics, private data...)."""
 
     type: str
