@@ -1505,3 +1505,111 @@ def test_phase_follows_unsubscribing_a_book_that_was_still_syncing() -> None:
     assert h.phase() is Phase.LIVE  # the syncing book left: it no longer holds the phase
     h.control("subscribe", binance.book(SYM2))
     assert h.phase() is Phase.SUBSCRIBING
+
+
+# ------------------------------------------------------------------ hot path
+
+
+def _norm(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for e in events:
+        if isinstance(e, BookUpdate):
+            out.append(("update", e.symbol, e.seq, e.exchange_ts_ns, tuple(e.bids), tuple(e.asks)))
+        elif isinstance(e, BadFrame):
+            out.append(("bad", e.reason))
+        else:
+            out.append((type(e).__name__, getattr(e, "stream", None), getattr(e, "cause", None)))
+    return out
+
+
+PRICE_TEXT = st.sampled_from(
+    [
+        "4.00000000",
+        "4.00000100",
+        "3.99999900",
+        "4.0000010",
+        "4.000001000",
+        "4",
+        "-4.00000000",
+        "4.0000000x",
+        "",
+        "4e-8",
+        "４.00000000",
+    ]
+)
+QTY_TEXT = st.sampled_from(
+    ["1.00000000", "0.00000000", "12.50000000", "1.5", "0", "1.000000000", "-1.00000000", "1e2"]
+)
+ODD: st.SearchStrategy[Any] = st.sampled_from([None, 1, 1.5, True, [], {}, "x", 2**70, -1])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_path_gives_exactly_what_the_general_decoder_gives(data: st.DataObject) -> None:
+    """Live depth updates take a hot path; any frame, good or hostile, must give the
+    same events and the same book as the general decoder."""
+    fast, slow = H([binance.book(SYM)]), H([binance.book(SYM)])
+    slow.a.fast_path = False
+    for h in (fast, slow):
+        h.up()
+        h.live_book()
+    seq = 110
+    good = st.lists(
+        st.tuples(
+            st.sampled_from(["4.00000000", "4.00000100", "3.99999900", "4.00000200"]),
+            st.sampled_from(["1.00000000", "0.00000000", "12.50000000"]),
+        ).map(list),
+        max_size=4,
+    )
+    hostile = st.lists(
+        st.one_of(
+            st.tuples(PRICE_TEXT, QTY_TEXT).map(list),
+            st.lists(st.one_of(PRICE_TEXT, ODD), max_size=3),
+            ODD,
+        ),
+        max_size=4,
+    )
+    for _ in range(data.draw(st.integers(1, 25))):
+        clean = data.draw(st.integers(0, 3)) > 0  # mostly what a venue sends
+        first = seq + 1 + (0 if clean else data.draw(st.sampled_from([0, -1, -3, 1, 5])))
+        last = max(first, seq + 1) + data.draw(st.integers(0, 3))
+        levels = good if clean else hostile
+        payload: dict[str, Any] = {
+            "e": "depthUpdate",
+            "E": E0 + seq,
+            "s": SYM,
+            "U": first,
+            "u": last,
+            "b": data.draw(levels),
+            "a": data.draw(levels),
+        }
+        stream = f"{SYM.lower()}@depth@100ms"
+        if not clean:
+            for key in data.draw(st.lists(st.sampled_from(list(payload)), max_size=2)):
+                payload[key] = data.draw(ODD)
+            stream = data.draw(st.sampled_from([stream, stream, "ethbtc@depth@100ms"]))
+        frame = combined(stream, payload)
+        got, want = fast.feed(frame), slow.feed(frame)
+        assert _norm(got.events) == _norm(want.events)
+        assert got.rest == want.rest
+        fb, sb = fast.a.book(SYM), slow.a.book(SYM)
+        assert fb is not None
+        assert sb is not None
+        assert (fb.valid, fb.bids(), fb.asks()) == (sb.valid, sb.bids(), sb.asks())
+        if want.events and isinstance(want.events[-1], BookUpdate):
+            seq = want.events[-1].seq or seq
+    event(f"hot path taken: {fast.a.stats.fast_frames > 0}")
+    assert slow.a.stats.fast_frames == 0
+
+
+def test_a_live_update_takes_the_hot_path_and_delivers_exact_levels() -> None:
+    h = H([binance.book(SYM)])
+    h.up()
+    h.live_book()
+    before = h.a.stats.fast_frames
+    s = h.feed(depth(111, 112, E0 + 200, bids=[("4.00000100", "2.50000000")]))
+    assert h.a.stats.fast_frames == before + 1
+    (u,) = of(s.events, BookUpdate)
+    assert (u.seq, u.exchange_ts_ns) == (112, ns(E0 + 200))
+    assert tuple(u.bids) == (lv("4.00000100", "2.50000000"),)
+    assert u.bids.fixed() == [(400000100, 250000000)]  # type: ignore[attr-defined]
