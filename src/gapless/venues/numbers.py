@@ -14,6 +14,7 @@ from gapless.errors import DecodeError
 __all__ = [
     "CACHE_LIMIT",
     "fixed_exact",
+    "fixed_upto",
     "parse_decimal",
     "parse_fixed",
     "parse_fixed_cached",
@@ -70,6 +71,24 @@ def fixed_exact(value: object, precision: int) -> int | None:
             digits = value.replace(".", "", 1)
             if digits.isdigit() and digits.isascii():
                 return int(digits)
+    return None
+
+
+def fixed_upto(value: object, precision: int) -> int | None:
+    """Like :func:`fixed_exact`, for venues that drop trailing zeros (KuCoin prints
+    ``"0.1"`` where the grid has 6 decimals): a plain decimal string with at most
+    ``precision`` decimals (or none) gives its scaled integer, anything else None."""
+    if type(value) is str and len(value) <= _MAX_DIGITS:
+        dot = value.find(".")
+        if dot < 0:
+            if value.isdigit() and value.isascii():
+                return int(value) * _POW10[precision]
+        elif 0 < dot < len(value) - 1:
+            n = len(value) - dot - 1
+            if n <= precision:
+                digits = value.replace(".", "", 1)
+                if digits.isdigit() and digits.isascii():
+                    return int(digits) * _POW10[precision - n]
     return None
 
 

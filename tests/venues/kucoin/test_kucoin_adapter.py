@@ -1414,3 +1414,92 @@ def check_delivered_once_or_in_a_gap(published: list[str], events: list[Event]) 
                 and (g.last_seq is None or start <= g.last_seq)
                 for g in gaps
             ), f"[{start}, {end}] lost silently"
+
+
+# ---------------------------------------------------------------- hot path
+
+
+def _norm(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for e in events:
+        if isinstance(e, BookUpdate):
+            out.append(("update", e.symbol, e.seq, e.exchange_ts_ns, tuple(e.bids), tuple(e.asks)))
+        elif isinstance(e, BadFrame):
+            out.append(("bad", e.reason))
+        else:
+            out.append((type(e).__name__, getattr(e, "stream", None), getattr(e, "cause", None)))
+    return out
+
+
+DEEP_BIDS = [(f"{100 - i * 0.1:.1f}", "1") for i in range(1, 21)]  # 99.9 .. 98.0
+DEEP_ASKS = [(f"{100 + i * 0.1:.1f}", "1") for i in range(1, 21)]  # 100.1 .. 102.0
+HOT_PRICES = ["99.9", "99.5", "98", "97.9", "100.1", "101.25", "102", "102.1", "0", "99.90"]
+ODD_PRICES = ["-1", "1e2", "99.", ".5", "９９", "99.1234567890123456789", ""]
+ODD: st.SearchStrategy[Any] = st.sampled_from([None, 1, 1.5, True, [], {}, "x", 2**70, -1])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_path_gives_exactly_what_the_general_decoder_gives(data: st.DataObject) -> None:
+    """Live level2 updates take a hot path; any frame, good or hostile, must give the
+    same events and the same book as the general decoder (window trims, entries the
+    book already has, price 0, trailing zeros dropped)."""
+    fast, slow = H([kucoin.book(BTC)], snapshot_depth=20), H([kucoin.book(BTC)], snapshot_depth=20)
+    slow.a.fast_path = False
+    for h in (fast, slow):
+        h.up()
+        h.frame(l2_frame(BTC, 101, 101, bids=[("99.9", "4", 101)]))
+        h.answer(snap_body(100, DEEP_BIDS, DEEP_ASKS))
+    seq = 101
+    good_change = st.tuples(
+        st.sampled_from(HOT_PRICES), st.sampled_from(["1", "0", "2.5", "0.125"]), st.integers(0, 4)
+    )
+    for _ in range(data.draw(st.integers(1, 20))):
+        clean = data.draw(st.integers(0, 3)) > 0
+        start = seq + 1 - data.draw(st.sampled_from([0, 0, 0, 1, 2]))  # overlaps repeat entries
+        if not clean:
+            start += data.draw(st.sampled_from([0, 3, -5]))
+        end = max(start, seq + 1) + data.draw(st.integers(0, 3))
+        changes: dict[str, Any] = {}
+        for side in ("bids", "asks"):
+            picked = data.draw(st.lists(good_change, max_size=4))
+            changes[side] = [[p_, s_, str(start + k)] for p_, s_, k in picked]
+            if not clean and data.draw(st.booleans()):
+                changes[side].append(
+                    data.draw(
+                        st.one_of(
+                            st.tuples(st.sampled_from(ODD_PRICES), st.just("1"), st.just("5")).map(
+                                list
+                            ),
+                            st.lists(ODD, max_size=3),
+                            ODD,
+                        )
+                    )
+                )
+        msg: dict[str, Any] = {
+            "type": "message",
+            "topic": f"/market/level2:{BTC}",
+            "subject": "trade.l2update",
+            "data": {
+                "changes": changes,
+                "sequenceStart": start,
+                "sequenceEnd": end,
+                "symbol": BTC,
+                "time": MS0 + seq,
+            },
+        }
+        if not clean:
+            for key in data.draw(st.lists(st.sampled_from(list(msg["data"])), max_size=2)):
+                msg["data"][key] = data.draw(st.one_of(ODD, st.just(str(start))))
+        frame = json.dumps(msg)
+        got, want = fast.frame(frame), slow.frame(frame)
+        assert _norm(got.events) == _norm(want.events)
+        assert got.rest == want.rest
+        fb, sb = fast.a.book(BTC), slow.a.book(BTC)
+        assert fb is not None
+        assert sb is not None
+        assert (fb.valid, fb.bids(), fb.asks()) == (sb.valid, sb.bids(), sb.asks())
+        if fast.a.book_seq(BTC) is not None:
+            seq = fast.a.book_seq(BTC) or seq
+    event(f"hot path taken: {fast.a.fast_frames > 0}")
+    assert slow.a.fast_frames == 0

@@ -140,11 +140,12 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 import msgspec
 
-from gapless.book import Book, fixed_to_decimal
+from gapless.book import Book
 from gapless.errors import ConfigError, DecodeError, LocalProtocolError
 from gapless.events import (
     BadFrame,
@@ -153,7 +154,7 @@ from gapless.events import (
     BookUpdate,
     Gap,
     GapCause,
-    Level,
+    Levels,
     Subscribed,
     SubscriptionRejected,
     Trade,
@@ -183,6 +184,7 @@ from gapless.venues.kucoin.sync import (
     SyncResult,
     SyncState,
 )
+from gapless.venues.numbers import fixed_upto
 from gapless.venues.seqsync import pick_snapshot_owner
 
 __all__ = ["KucoinAdapter", "KucoinOptions", "RestBudgetSpec", "StreamCounters"]
@@ -191,6 +193,7 @@ VENUE = p.VENUE
 _REDACTED = "<redacted>"
 _MIN_FRAGMENT = 12  # token fragments at least this long are scrubbed
 _WINDOW_S = 10.0  # §2.4 uplink window
+_I64 = 2**63 - 1  # §2.5 sequences and times are 64-bit
 _TOPIC_RE = re.compile(r'"topic"\s*:\s*"(/[A-Za-z0-9/_-]{1,100}):([A-Za-z0-9,_-]{1,4000})"')
 _CHANNEL_OF_PREFIX = {p.TOPIC_LEVEL2: "book", p.TOPIC_MATCH: "trade", p.TOPIC_TICKER: "ticker"}
 _PASSIVE_L2_PATH = re.compile(r"/orderbook/level2_(\d{1,4})$")
@@ -305,11 +308,13 @@ class _OpenGap:
 class _L2:
     """One calibration of a book: the machine plus the window of its snapshot."""
 
-    __slots__ = ("held", "last_msg_ms", "sync", "window")
+    __slots__ = ("fixed_window", "held", "last_msg_ms", "sync", "window")
 
     def __init__(self, symbol: str, max_buffer: int) -> None:
         self.sync = L2Sync(symbol, max_buffer=max_buffer)
         self.window: Window = (None, None)
+        # the window scaled at a price precision: (window, precision, floor, ceiling)
+        self.fixed_window: tuple[Window, int, int | None, int | None] | None = None
         self.held: tuple[Window, int | None] | None = None  # snapshot held by Pending
         self.last_msg_ms: int | None = None  # newest update fed while calibrating
 
@@ -404,6 +409,9 @@ class KucoinAdapter:
     """Pure protocol state for one KuCoin Spot public connection."""
 
     venue = VENUE
+    #: Read live level2 updates straight into the book (:meth:`_fast_l2`); the
+    #: general decoder gives the same events (tests compare both ways).
+    fast_path = True
 
     def __init__(
         self,
@@ -450,6 +458,7 @@ class KucoinAdapter:
         self.pong_rtt_avg_s: float | None = None
         self.last_dial_failure: str | None = None
         self.frames = 0
+        self.fast_frames = 0  # live level2 updates that took the hot path
         self.bad_frames = 0
         self.error_frames = 0
         self.early_frames = 0
@@ -1419,6 +1428,125 @@ class KucoinAdapter:
         if st.shadow is shadow and shadow.sync.state is SyncState.SYNCED:
             self._maybe_swap(st, msg.time_ms * 1_000_000, now, out)
 
+    def _fast_l2(self, raw: dict[str, Any], now: Now, out: Step) -> bool:
+        """The hot path: a ``trade.l2update`` (§2.5) that continues a live book with
+        no shadow calibrating, read straight from the JSON into fixed-point levels at
+        the book's precisions, applied and delivered.
+
+        Returns False, having changed nothing, for anything else (not welcomed, a
+        book not live, a gap or repeat, more decimals than the book's, any malformed
+        part): the general path then decodes, reports and resyncs as usual."""
+        data = raw.get("data")
+        if type(data) is not dict or not self.welcomed or self.passive:
+            return False
+        symbol = data.get("symbol")
+        st = self._books.get(symbol) if type(symbol) is str else None
+        if st is None or st.state is not _St.LIVE or st.shadow is not None:
+            return False
+        l2 = st.l2
+        topic = raw.get("topic")
+        if l2 is None or type(topic) is not str or not topic.startswith(p.TOPIC_LEVEL2):
+            return False
+        first = data.get("sequenceStart")
+        last = data.get("sequenceEnd")
+        time_ms = data.get("time")
+        changes = data.get("changes")
+        if (
+            type(first) is not int
+            or type(last) is not int
+            or type(time_ms) is not int
+            or type(changes) is not dict
+            or not 0 <= first <= last <= _I64
+            or not 0 <= time_ms <= _I64
+        ):
+            return False
+        seq = l2.sync.seq
+        if seq is None or (st.last_seq is not None and last <= st.last_seq):
+            return False
+        overlap = first <= seq  # entries the book already has are skipped (step 3)
+        book = l2.sync.book
+        pp = book.price_precision
+        qp = book.qty_precision
+        fw = l2.fixed_window
+        if fw is None or fw[0] is not l2.window or fw[1] != pp:
+            lo, hi = l2.window
+            fw = l2.fixed_window = (
+                l2.window,
+                pp,
+                None if lo is None else int(lo.scaleb(pp)),
+                None if hi is None else int(hi.scaleb(pp)),
+            )
+        floor, ceiling = fw[2], fw[3]
+        applied: list[list[tuple[int, int]]] = [[], []]
+        shown: list[list[tuple[int, int]]] = [[], []]
+        for k, key in enumerate(("bids", "asks")):
+            side = changes.get(key, [])
+            if type(side) is not list:
+                return False
+            for change in side:
+                if type(change) is not list or len(change) != 3:
+                    return False
+                price_text, qty_text, entry = change
+                price = fixed_upto(price_text, pp)
+                qty = fixed_upto(qty_text, qp)
+                if price is None or qty is None:
+                    return False
+                if type(entry) is str and 0 < len(entry) <= 18 and entry.isdigit():
+                    entry = int(entry) if entry.isascii() else -1
+                if type(entry) is not int or not 0 <= entry <= _I64:
+                    return False
+                if not price or (overlap and entry <= seq):
+                    continue  # price 0 carries no level; an old entry is in the book
+                outside = (
+                    floor is not None and price < floor
+                    if k == 0
+                    else ceiling is not None and price > ceiling
+                )
+                if outside:  # beyond the snapshot's window: never kept
+                    applied[k].append((price, 0))
+                else:
+                    applied[k].append((price, qty))
+                    shown[k].append((price, qty))
+        if not l2.sync.apply_live(first, last, applied[0], applied[1]):
+            return False
+        self.fast_frames += 1
+        st.last_data_mono = now.mono
+        self._deliver_l2(st, l2, last, time_ms * 1_000_000, shown[0], shown[1], pp, qp, now, out)
+        return True
+
+    def _deliver_l2(
+        self,
+        st: _Stream,
+        l2: _L2,
+        seq: int,
+        ts_ns: int,
+        bids: list[tuple[int, int]],
+        asks: list[tuple[int, int]],
+        pp: int,
+        qp: int,
+        now: Now,
+        out: Step,
+    ) -> None:
+        st.last_seq = seq
+        st.last_ts_ns = ts_ns
+        l2.book.last_ts_ns = ts_ns
+        st.counters.delivered += 1
+        out.events.append(
+            BookUpdate(
+                venue=VENUE,
+                local_ts_ns=now.wall_ns,
+                symbol=st.symbol,
+                exchange_ts_ns=ts_ns,
+                stream=st.key,
+                depth=self.options.snapshot_depth,
+                bids=Levels(bids, pp, qp),
+                asks=Levels(asks, pp, qp),
+                checksum=None,
+                book=l2.book.view,
+                seq=seq,
+            )
+        )
+
     def _on_l2_result(
         self, st: _Stream, l2: _L2, msg: p.L2Update, r: SyncResult, now: Now, out: Step
     ) -> None:
@@ -1427,34 +1555,12 @@ class KucoinAdapter:
             bids, asks = self._trim_applied(l2, r)
             if not main:
                 return
-            ts_ns = msg.time_ms * 1_000_000
             if st.last_seq is not None and r.last_seq <= st.last_seq:
                 st.counters.duplicates_dropped += 1  # re-delivered range after a resync
                 return
-            st.last_seq = r.last_seq
-            st.last_ts_ns = ts_ns
-            l2.book.last_ts_ns = ts_ns
-            st.counters.delivered += 1
             pp, qp = r.price_precision, r.qty_precision
-            out.events.append(
-                BookUpdate(
-                    venue=VENUE,
-                    local_ts_ns=now.wall_ns,
-                    symbol=st.symbol,
-                    exchange_ts_ns=ts_ns,
-                    stream=st.key,
-                    depth=self.options.snapshot_depth,
-                    bids=tuple(
-                        Level(fixed_to_decimal(a, pp), fixed_to_decimal(b, qp)) for a, b in bids
-                    ),
-                    asks=tuple(
-                        Level(fixed_to_decimal(a, pp), fixed_to_decimal(b, qp)) for a, b in asks
-                    ),
-                    checksum=None,
-                    book=l2.book.view,
-                    seq=r.last_seq,
-                )
-            )
+            ts_ns = msg.time_ms * 1_000_000
+            self._deliver_l2(st, l2, r.last_seq, ts_ns, bids, asks, pp, qp, now, out)
             return
         if l2.sync.state is not SyncState.SYNCED:
             l2.last_msg_ms = msg.time_ms
@@ -1655,7 +1761,16 @@ class KucoinAdapter:
         out = Step()
         self.frames += 1
         try:
-            msg = p.decode(data)
+            raw = p.load(data)
+            if (
+                self.fast_path
+                and type(raw) is dict
+                and raw.get("subject") == "trade.l2update"
+                and raw.get("type") == "message"
+                and self._fast_l2(raw, now, out)
+            ):
+                return out
+            msg = p.classify(raw)
         except DecodeError as exc:
             self._bad_frame(str(exc), data, now, out)
             return out

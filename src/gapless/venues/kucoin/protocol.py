@@ -90,6 +90,7 @@ __all__ = [
     "TickerMsg",
     "UnknownMsg",
     "Welcome",
+    "classify",
     "connect_url",
     "decode",
     "decode_bullet",
@@ -100,6 +101,7 @@ __all__ = [
     "encode_unsubscribe",
     "is_rate_limited",
     "l2_snapshot_path",
+    "load",
     "topic",
     "topic_of",
 ]
@@ -457,7 +459,19 @@ def _guard(fn: Any, raw: Any) -> Any:
 
 def decode(frame: str | bytes) -> Message:
     """Decode one WebSocket frame. Raises only :class:`DecodeError`."""
-    msg: Message = _guard(_classify, _load(frame))
+    return classify(load(frame))
+
+
+def load(frame: str | bytes) -> Any:
+    """The JSON value of one frame, whatever its shape (an adapter's hot path reads
+    the common messages from it directly). Raises only :class:`DecodeError`."""
+    return _load(frame)
+
+
+def classify(raw: Any) -> Message:
+    """:func:`decode` of a frame already loaded with :func:`load`. Raises only
+    :class:`DecodeError`."""
+    msg: Message = _guard(_classify, raw)
     return msg
 
 
