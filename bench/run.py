@@ -21,6 +21,11 @@ Each (workload, client) pair gets:
 
 Every client must end with the server's final books (top 10 levels per side); a run whose
 books differ is reported as failed, whatever its speed.
+
+``--repeat N`` runs every throughput measurement N times and reports the median messages/s
+and CPU seconds per million (every run's own figures are kept under ``runs``). At the end,
+the result is also drawn as a PNG next to the JSON file (``bench/chart.py``) when matplotlib
+is installed.
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -46,7 +53,7 @@ from bench import peers as peer_envs
 from bench import traffic as T
 from bench.transport_json import machine_info, package_versions
 
-__all__ = ["CLIENTS", "format_report", "main", "parse_args", "run", "targets"]
+__all__ = ["CLIENTS", "combine_runs", "format_report", "main", "parse_args", "run", "targets"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS_DIR = ROOT / "bench" / "clients"
@@ -79,7 +86,14 @@ CLIENTS: dict[str, Client] = {
         "cryptofeed",
         "cryptofeed_client.py",
         "cryptofeed",
-        {"W1": "kraken-v1", "W2": "kraken-v1", "W3": "binance", "W4": "kucoin", "W6": "kraken-v1"},
+        {
+            "W1": "kraken-v1",
+            "W2": "kraken-v1",
+            "W3": "binance",
+            "W4": "kucoin",
+            "W6": "kraken-v1",
+            "W7": "kraken-v1",
+        },
     ),
     "ccxt": Client(
         "ccxt",
@@ -212,8 +226,10 @@ class Run:
                 env["SSL_CERT_FILE"] = self.cert[0]  # peers that only use default contexts
             env["PYTHONPATH"] = str(ROOT / "src")
             try:
+                # BENCH_CLIENT_PREFIX (e.g. "py-spy record -o prof.svg --") wraps the client
+                prefix = shlex.split(os.environ.get("BENCH_CLIENT_PREFIX", ""))
                 subprocess.run(
-                    [python, str(CLIENTS_DIR / client.script), str(spec_path)],
+                    [*prefix, python, str(CLIENTS_DIR / client.script), str(spec_path)],
                     cwd=ROOT,
                     env=env,
                     timeout=self.args.deadline_s + 60,
@@ -319,6 +335,71 @@ def _merge(through: dict[str, Any], latency: dict[str, Any] | None) -> dict[str,
     return out
 
 
+#: the figures of each run kept under ``runs`` when a measurement is repeated
+RUN_FIGURES = ("ok", "msgs_per_s", "cpu_s_per_million", "rss_mb", "callbacks", "error")
+
+
+def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Repeated throughput runs of one (workload, client) as one result (``--repeat``).
+
+    If every run is ok: the run with the median messages/s (the lower middle one for an even
+    count) with ``msgs_per_s`` and ``cpu_s_per_million`` replaced by the medians over all
+    runs, each taken on its own, and ``rss_mb`` by the highest peak. If a run failed, the
+    result is the first failed run (a run that fails once is not a result), its error
+    prefixed with which run it was. Either way ``runs`` lists every run's own figures.
+    """
+    if not runs:
+        raise ValueError("no runs to combine")
+    raw = [{k: r[k] for k in RUN_FIGURES if k in r} for r in runs]
+    failed = [i for i, r in enumerate(runs) if not r.get("ok", False)]
+    if failed:
+        out = dict(runs[failed[0]])
+        out["ok"] = False
+        error = out.get("error") or "not ok"
+        out["error"] = f"run {failed[0] + 1} of {len(runs)}: {error}"
+        out["runs"] = raw
+        return out
+
+    def values(key: str) -> list[float]:
+        return [r[key] for r in runs if r.get(key) is not None]
+
+    rated = sorted(
+        (r["msgs_per_s"], i) for i, r in enumerate(runs) if r.get("msgs_per_s") is not None
+    )
+    out = dict(runs[rated[(len(rated) - 1) // 2][1]] if rated else runs[0])
+    rates = values("msgs_per_s")
+    if rates:
+        out["msgs_per_s"] = round(statistics.median(rates))
+    cpu = values("cpu_s_per_million")
+    if cpu:
+        out["cpu_s_per_million"] = round(statistics.median(cpu), 2)
+    rss = values("rss_mb")
+    if rss:
+        out["rss_mb"] = max(rss)
+    out["runs"] = raw
+    return out
+
+
+def _repeated(measure: Callable[[], dict[str, Any]], repeat: int) -> dict[str, Any]:
+    """``measure()`` ``repeat`` times (stopping at a failed run), combined by the median."""
+    if repeat <= 1:
+        return measure()
+    runs: list[dict[str, Any]] = []
+    for i in range(repeat):
+        r = measure()
+        runs.append(r)
+        figures = (
+            f"{r['msgs_per_s']:,} msgs/s, {r.get('cpu_s_per_million')} CPU s/M"
+            if r.get("msgs_per_s")
+            else "no msgs/s"
+        )
+        state = "" if r.get("ok", False) else f" (failed: {r.get('error', 'not ok')})"
+        print(f"   run {i + 1}/{repeat}: {figures}{state}", flush=True)
+        if not r.get("ok", False):
+            break
+    return combine_runs(runs)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="gapless-bench-"))
     cert: tuple[str, str] | None = None
@@ -360,7 +441,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results[workload][name] = rec
                     _version(versions, name, rec)
                     continue
-                through = runner.measure(client, full, protocol, "throughput", workload=workload)
+                through = _repeated(
+                    functools.partial(
+                        runner.measure, client, full, protocol, "throughput", workload=workload
+                    ),
+                    args.repeat,
+                )
                 latency = None
                 if small is not None:
                     latency = runner.measure(client, small, protocol, "latency", workload=workload)
@@ -382,6 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "recovery_messages": args.recovery_n,
             "recovery_rate": args.recovery_rate,
             "outage_s": args.outage_s,
+            "repeat": args.repeat,
         },
         "wall_s": round(time.monotonic() - t0, 1),
         "workloads": results,
@@ -399,12 +486,16 @@ def _floor(runner: Run, args: argparse.Namespace) -> dict[str, Any]:
     by: dict[str, Any] = {}
     for source, protocol in FLOOR_TRAFFICS:
         print(f"== W5 floor on {source} traffic ({protocol})", flush=True)
-        by[source] = runner.measure(
-            CLIENTS["floor"],
-            _traffic(source, args.scale * args.scales.get(source, 1.0)),
-            protocol,
-            "throughput",
-            workload="W5",
+        by[source] = _repeated(
+            functools.partial(
+                runner.measure,
+                CLIENTS["floor"],
+                _traffic(source, args.scale * args.scales.get(source, 1.0)),
+                protocol,
+                "throughput",
+                workload="W5",
+            ),
+            args.repeat,
         )
     head = dict(by["W1"])
     head["by_traffic"] = by
@@ -463,11 +554,26 @@ def _fmt(v: Any, digits: int = 0) -> str:
     return str(v)
 
 
+def _rate(r: dict[str, Any]) -> str:
+    """msgs/s, with the lowest and highest of repeated runs."""
+    rates = [x["msgs_per_s"] for x in r.get("runs", []) if x.get("msgs_per_s") is not None]
+    text = _fmt(r.get("msgs_per_s"))
+    if len(rates) > 1:
+        text += f" ({_fmt(min(rates))}–{_fmt(max(rates))})"
+    return text
+
+
 def format_report(report: dict[str, Any]) -> str:
+    repeat = int(report["config"].get("repeat", 1))
     lines = [
         f"gapless benchmark, {report['date']}: {report['machine']['cpu_model']}, "
         f"{report['machine']['cores']} cores, Python {report['machine']['python']}, "
-        f"TLS {'on' if report['config']['tls'] else 'off'}",
+        f"TLS {'on' if report['config']['tls'] else 'off'}"
+        + (
+            f"; msgs/s and CPU: median of {repeat} runs (lowest–highest in brackets)"
+            if repeat > 1
+            else ""
+        ),
         "",
         "| workload | client | msgs/s | CPU s / M msgs | peak RSS MB | p50 ms | p99 ms "
         "| books equal | checksum | notes |",
@@ -483,7 +589,7 @@ def format_report(report: dict[str, Any]) -> str:
                     + (f"; {r['error']}" if r.get("error") else "")
                 )
             lines.append(
-                f"| {workload} | {name} | {_fmt(r.get('msgs_per_s'))} "
+                f"| {workload} | {name} | {_rate(r)} "
                 f"| {_fmt(r.get('cpu_s_per_million'), 2)} | {_fmt(r.get('rss_mb'), 1)} "
                 f"| {_fmt(r.get('p50_ms'), 3)} | {_fmt(r.get('p99_ms'), 3)} "
                 f"| {_fmt(r.get('books_equal'))} | {r.get('checksum', '—')} | {note} |"
@@ -491,7 +597,7 @@ def format_report(report: dict[str, Any]) -> str:
             if workload == "W5":
                 for src, fr in r.get("by_traffic", {}).items():
                     lines.append(
-                        f"| W5 ({src} traffic) | floor | {_fmt(fr.get('msgs_per_s'))} "
+                        f"| W5 ({src} traffic) | floor | {_rate(fr)} "
                         f"| {_fmt(fr.get('cpu_s_per_million'), 2)} | {_fmt(fr.get('rss_mb'), 1)} "
                         f"| — | — | — | off | picows + orjson |"
                     )
@@ -529,6 +635,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--install-peers", action="store_true", help="build missing peer venvs")
     p.add_argument("--quick", action="store_true", help="tiny sizes, gapless and floor only")
     p.add_argument("--json", type=Path, default=None, help="result file (default: results/)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each throughput measurement N times and report the medians",
+    )
+    p.add_argument(
+        "--no-chart", dest="chart", action="store_false", help="no PNG next to the JSON file"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -537,6 +652,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for w in args.workloads:
         if w not in ALL_WORKLOADS:
             p.error(f"unknown workload {w!r}")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     for c in args.clients:
         if c not in CLIENTS:
             p.error(f"unknown client {c!r} (known: {', '.join(CLIENTS)})")
@@ -551,6 +668,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _chart(result: Path) -> None:
+    """The result file as a PNG next to it (bench/chart.py), if matplotlib is installed."""
+    from bench import chart
+
+    if not chart.available():
+        print(
+            "chart skipped: matplotlib is not installed "
+            "(pip install 'gapless[bench]', or .venv/bin/pip install matplotlib)"
+        )
+        return
+    try:
+        print(f"chart: {chart.render_file(result)}")
+    except Exception as exc:  # the measurements are written; a chart bug must not lose them
+        print(f"chart failed ({type(exc).__name__}: {exc}); the JSON file is complete")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
@@ -560,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
     print(f"\nwritten: {out}")
+    if args.chart:
+        _chart(out)
     failed = [
         f"{w}:{c}"
         for w, cs in report["workloads"].items()
@@ -574,4 +709,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
