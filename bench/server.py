@@ -27,6 +27,12 @@ KuCoin      ``/kucoin/ws?token=..&connectId=..`` (the    ``/kucoin/api/v1/bullet
                                                          {timestamp,status,market/allTickers}``
 ==========  ===========================================  ======================================
 
+Binance streams are ``<sym>@depth@100ms`` / ``<sym>@depth`` and ``<sym>@trade`` /
+``<sym>@aggTrade`` (cryptofeed's trade stream: every trade as an ``aggTrade`` event of that
+one trade, same count and order; one connection gets one kind of trade stream). KuCoin
+topics may have spaces around the symbol names (``/market/level2: BTC-USDT,ETH-USDT``, as
+cryptofeed writes them).
+
 Server frames are written straight to the connection's transport (a pre-built RFC 6455
 header + payload per message, whole frames per write), never through ``ws.send``; the
 websockets library only does the handshake, reads client frames and answers control
@@ -85,7 +91,7 @@ from gapless.sim import kucoin_wire as kw
 from gapless.sim import wire as kraken_wire
 from gapless.sim.numbers import fmt_fixed, rfc3339_us
 
-__all__ = ["BenchServer", "main", "make_self_signed", "ws_frame"]
+__all__ = ["BenchServer", "binance_agg_trade_event", "main", "make_self_signed", "ws_frame"]
 
 MODES = ("throughput", "latency", "recovery")
 KRAKEN_DEPTHS = (10, 25, 100, 500, 1000)
@@ -106,6 +112,19 @@ def ws_frame(payload: bytes) -> bytes:
     if n < 1 << 16:
         return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+
+
+def binance_agg_trade_event(symbol: str, t: T.TradeEvent, pp: int, qp: int) -> str:
+    """One trade as a Binance ``aggTrade`` event (an aggregate of just that trade: ``a``,
+    ``f`` and ``l`` are its trade id); ``E``, ``T``, ``p``, ``q`` and ``m`` as in the trade's
+    ``trade`` event (``m``: the buyer is the maker, i.e. the taker sold)."""
+    ms = t.ts_us // 1000
+    m = "false" if t.taker_buy else "true"
+    tid = t.trade_id
+    return (
+        f'{{"e":"aggTrade","E":{ms},"s":"{symbol}","a":{tid},"p":"{bw.num(t.price, pp)}",'
+        f'"q":"{bw.num(t.qty, qp)}","f":{tid},"l":{tid},"T":{ms},"m":{m},"M":true}}'
+    )
 
 
 def _now_us() -> int:
@@ -194,6 +213,7 @@ class Conn:
         "last_write",
         "proto",
         "subs",
+        "trade_suffix",
         "transport",
         "ws",
     )
@@ -206,6 +226,7 @@ class Conn:
         self.subs: set[tuple[int, int]] = set()
         self.combined = True  # Binance: wrap events as {"stream":..,"data":..}
         self.depth_suffix = "@depth@100ms"
+        self.trade_suffix = "@trade"  # Binance: "@trade" or "@aggTrade" (cryptofeed)
         self.connect_id = ""
         self.last_write = time.monotonic()
         self.blasting = False
@@ -279,7 +300,11 @@ class BenchServer:
         self._msg_sym, self._msg_idx = traffic.message_routes()
         self._order = traffic.order
         self._frames: dict[str, list[bytes]] = {}
-        self._binance_variants: dict[tuple[bool, str], list[bytes]] = {}
+        # Binance: raw payloads, then frames per (combined, kind, stream suffix) for the
+        # messages of one kind, then whole per-connection variants (combined, depth, trade)
+        self._binance_raw: list[bytes] | None = None
+        self._binance_parts: dict[tuple[bool, int, str], list[bytes]] = {}
+        self._binance_variants: dict[tuple[bool, str, str], list[bytes]] = {}
         self._index = {p: traffic.symbol_index(p) for p in traffic.protocols}
         self._binance_lower = {p.symbol.lower(): i for i, p in enumerate(traffic.pairs)}
         n = len(traffic.pairs)
@@ -334,42 +359,70 @@ class BenchServer:
         frames = self._frames.get(protocol)
         if frames is None:
             if protocol == "binance":
-                frames = self._binance_frames(True, "@depth@100ms")
+                frames = self._binance_frames(True, "@depth@100ms", "@trade")
             else:
                 frames = [ws_frame(p) for p in T.encode(self.traffic, protocol)]
             self._frames[protocol] = frames
         return frames
 
-    def _binance_frames(self, combined: bool, depth_suffix: str) -> list[bytes]:
-        key = (combined, depth_suffix)
+    def _binance_part(self, combined: bool, kind: int, suffix: str) -> list[bytes]:
+        """The frames of every Binance message of one kind (in send order) as served on
+        ``<sym><suffix>`` streams: wrapped as ``{"stream":..,"data":..}`` when ``combined``.
+        ``@aggTrade`` trades are the same trades as ``aggTrade`` events, one trade each."""
+        key = (combined, kind, suffix)
+        part = self._binance_parts.get(key)
+        if part is not None:
+            return part
+        if self._binance_raw is None:
+            self._binance_raw = T.encode(self.traffic, "binance")
+        order = self._order
+        if kind == T.TRADE and suffix == "@aggTrade":
+            pairs = self.traffic.pairs
+            payloads = [
+                binance_agg_trade_event(
+                    pairs[t.sym].symbol, t, pairs[t.sym].price_precision, pairs[t.sym].qty_precision
+                ).encode()
+                for t in self.traffic.trade_events
+            ]
+        else:
+            payloads = [p for k, p in enumerate(self._binance_raw) if order[k] == kind]
+        if not combined:
+            part = [ws_frame(p) for p in payloads]
+        else:
+            lowers = [p.symbol.lower().encode() for p in self.traffic.pairs]
+            tail = suffix.encode() + b'","data":'
+            syms = [self._msg_sym[k] for k in range(len(order)) if order[k] == kind]
+            part = [
+                ws_frame(b'{"stream":"' + lowers[sym] + tail + payload + b"}")
+                for sym, payload in zip(syms, payloads, strict=True)
+            ]
+        self._binance_parts[key] = part
+        return part
+
+    def _binance_frames(self, combined: bool, depth_suffix: str, trade_suffix: str) -> list[bytes]:
+        """Every Binance message as one connection gets it (frames shared between variants)."""
+        key = (combined, depth_suffix, trade_suffix)
         frames = self._binance_variants.get(key)
         if frames is not None:
             return frames
-        raw = T.encode(self.traffic, "binance")
-        if not combined:
-            frames = [ws_frame(p) for p in raw]
-        else:
-            lowers = [p.symbol.lower().encode() for p in self.traffic.pairs]
-            depth_tail = depth_suffix.encode() + b'","data":'
-            trade_tail = b'@trade","data":'
-            frames = []
-            for k, payload in enumerate(raw):
-                tail = depth_tail if self._order[k] == T.BOOK else trade_tail
-                frames.append(
-                    ws_frame(b'{"stream":"' + lowers[self._msg_sym[k]] + tail + payload + b"}")
-                )
+        books = iter(self._binance_part(combined, T.BOOK, depth_suffix))
+        trades = iter(self._binance_part(combined, T.TRADE, trade_suffix))
+        frames = [next(books) if kind == T.BOOK else next(trades) for kind in self._order]
         self._binance_variants[key] = frames
         return frames
 
     def _conn_frames(self, conn: Conn) -> list[bytes]:
         if conn.proto == "binance":
-            return self._binance_frames(conn.combined, conn.depth_suffix)
+            return self._binance_frames(conn.combined, conn.depth_suffix, conn.trade_suffix)
         return self._encode_protocol(conn.proto)
 
     def prepare(self) -> None:
-        """Pre-encode every frame of the served protocols (done before listening)."""
+        """Pre-encode every frame of the served protocols (done before listening): for
+        Binance also the ``@aggTrade`` frames of the trades (cryptofeed's trade stream)."""
         for p in self.protocols:
             self._encode_protocol(p)
+        if "binance" in self.protocols and self.traffic.trades:
+            self._binance_frames(True, "@depth@100ms", "@aggTrade")
 
     # ------------------------------------------------------------- lifecycle
 
@@ -810,6 +863,7 @@ class BenchServer:
             conn.combined = up.combined
             for name in up.streams:
                 self._binance_add(conn, name)
+            self._conn_frames(conn)  # build this connection's frames now, not in a send
 
     def _on_message(self, conn: Conn, text: str) -> None:
         if conn.proto == "kraken-v2":
@@ -1082,17 +1136,32 @@ class BenchServer:
             return None
         if rest in ("depth@100ms", "depth"):
             return i, T.BOOK, "@" + rest
-        if rest == "trade":
-            return i, T.TRADE, "@trade"
+        if rest in ("trade", "aggTrade"):
+            return i, T.TRADE, "@" + rest
         return None
 
     def _binance_add(self, conn: Conn, name: str) -> None:
+        """Subscribe ``conn`` to a stream. A connection's first depth stream sets the depth
+        suffix of all its depth frames, its first trade stream whether it gets ``trade``
+        or ``aggTrade`` events (one aggTrade per trade, same count and order)."""
         parsed = self._binance_stream(name)
         if parsed is None:
             return
         i, kind, suffix = parsed
-        if kind == T.BOOK and not any(k == T.BOOK for _, k in conn.subs):
-            conn.depth_suffix = suffix
+        if not any(k == kind for _, k in conn.subs):
+            if kind == T.BOOK:
+                conn.depth_suffix = suffix
+            else:
+                conn.trade_suffix = suffix
+        elif kind == T.TRADE and suffix != conn.trade_suffix:
+            # both streams on one connection would mean every trade twice: not served
+            self._error(
+                conn.proto,
+                conn,
+                name,
+                f"{suffix} on a connection that has {conn.trade_suffix} streams: not served",
+            )
+            return
         if (i, kind) not in conn.subs:
             self._subscribe(conn, (i, kind))
 
@@ -1130,9 +1199,11 @@ class BenchServer:
                     parsed = self._binance_stream(name)
                     if parsed is not None:
                         self._unsubscribe(conn, (parsed[0], parsed[1]))
+            self._conn_frames(conn)
         elif method == "LIST_SUBSCRIPTIONS":
+            lowers = [p.symbol.lower() for p in self.traffic.pairs]
             names = [
-                T.binance_stream_name(self.traffic, i, k, conn.depth_suffix)
+                lowers[i] + (conn.depth_suffix if k == T.BOOK else conn.trade_suffix)
                 for i, k in sorted(conn.subs)
             ]
             conn.send(bw.result_frame(names, req_id))
@@ -1145,6 +1216,7 @@ class BenchServer:
             ):
                 conn.combined = params[1]
                 conn.send(bw.result_frame(None, req_id))
+                self._conn_frames(conn)
             else:
                 err(0, "Unknown property", req_id)
         elif method == "GET_PROPERTY":
@@ -1189,7 +1261,8 @@ class BenchServer:
             self._error(conn.proto, conn, text, f"bad topic {topic}")
             return
         prefix, _, names = topic.partition(":")
-        symbols = names.split(",")
+        # cryptofeed writes "/market/level2: BTC-USDT,ETH-USDT" (a space after the colon)
+        symbols = [s.strip() for s in names.split(",")]
         index = self._index["kucoin"]
         unknown = [s for s in symbols if s not in index]
         if prefix not in ("/market/level2", "/market/match", "/market/ticker") or unknown:

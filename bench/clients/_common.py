@@ -9,15 +9,29 @@ reach user code, and writes one result file (:class:`Result`). The contract is d
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Recorder", "Result", "Spec", "load_spec", "peak_rss_mb"]
+__all__ = [
+    "END_DEADLINE",
+    "END_DONE",
+    "END_IDLE",
+    "Recorder",
+    "Result",
+    "Spec",
+    "end_note",
+    "load_spec",
+    "peak_rss_mb",
+    "wait_for_end",
+]
 
 
 @dataclass
@@ -37,6 +51,10 @@ class Spec:
     ca_file: str | None = None  # the self-signed certificate to trust (wss/https)
     latency_path: str | None = None  # latency mode: write callback times here
     idle_timeout_s: float = 3.0  # stop when nothing arrived for this long after data
+    # before the first update/trade callback, other callbacks (snapshots, errors) end the run
+    # only after this long without any callback: the server starts streaming only once every
+    # symbol is subscribed and it settled, so early snapshots must not start the idle clock
+    start_timeout_s: float = 10.0
     deadline_s: float = 300.0  # hard cap on the whole run
     book_levels: int = 10  # how many levels per side to report in ``books``
     extra: dict[str, Any] = field(default_factory=dict)
@@ -131,3 +149,66 @@ class Recorder:
         if spec.latency_path is not None:
             with open(spec.latency_path, "w", encoding="utf-8") as fh:
                 json.dump(self.times, fh)
+
+
+END_DONE = "done"
+END_IDLE = "idle"
+END_DEADLINE = "deadline"
+
+
+async def wait_for_end(
+    spec: Spec,
+    rec: Recorder,
+    done: asyncio.Event,
+    *,
+    last_activity: Callable[[], float | None] | None = None,
+    stop: Callable[[], str | None] | None = None,
+    tick_s: float = 0.1,
+) -> str:
+    """Wait until the run is over; return why: :data:`END_DONE` (``done`` was set: the
+    count was reached, or the client ended it), :data:`END_DEADLINE` (``spec.deadline_s``
+    after the call), :data:`END_IDLE`, or the text ``stop()`` returned.
+
+    Idle: ``spec.idle_timeout_s`` without any callback once an update or trade callback
+    arrived (``rec``). Before that, callbacks of other kinds (``last_activity()``: the
+    ``time.monotonic()`` of the client's last snapshot or error callback, ``None`` before
+    one) end the run only after ``max(idle_timeout_s, start_timeout_s)`` of silence, and
+    with no callback at all only the deadline (or ``stop``) ends it. ``stop`` holds a
+    client's own rules (for example, connecting keeps failing): it is called on every tick
+    and returns ``None`` to go on."""
+    deadline = time.monotonic() + spec.deadline_s
+    start_limit = max(spec.idle_timeout_s, spec.start_timeout_s)
+    while not done.is_set():
+        now = time.monotonic()
+        if now >= deadline:
+            return END_DEADLINE
+        if stop is not None:
+            reason = stop()
+            if reason is not None:
+                return reason
+        last = rec.last / 1e9 if rec.last is not None else None
+        other = last_activity() if last_activity is not None else None
+        if other is not None and (last is None or other > last):
+            last = other
+        if last is not None:
+            limit = spec.idle_timeout_s if rec.n else start_limit
+            if now - last >= limit:
+                return END_IDLE
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=tick_s)
+    return END_DONE
+
+
+def end_note(reason: str, spec: Spec, rec: Recorder) -> str | None:
+    """The note a client adds for how its run ended (``None`` when the count was reached)."""
+    if reason == END_DONE and rec.n >= rec.expected:
+        return None
+    counts = f"{rec.n} of {rec.expected} update/trade callbacks"
+    if reason == END_IDLE:
+        limit = spec.idle_timeout_s if rec.n else max(spec.idle_timeout_s, spec.start_timeout_s)
+        return f"{counts}: stopped after {limit:g} s without a callback"
+    if reason == END_DEADLINE:
+        return f"{counts}: stopped at the {spec.deadline_s:g} s deadline"
+    if reason == END_DONE:
+        return f"{counts}: the client ended the run"
+    return f"{counts}: stopped ({reason})"

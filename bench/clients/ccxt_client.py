@@ -53,22 +53,19 @@ class _Run:
         self.updates = 0
         self.trades = 0
         self.snapshots = 0
-        self.last_activity = time.monotonic()
+        self.last_other: float | None = None  # time.monotonic() of the last snapshot/error
         self.errors: list[str] = []
         self.error_ns: int | None = None  # first error that reached user code
         self.recovered_ns: int | None = None
         self.needs_snapshot: set[str] = set()
 
-    def _activity(self) -> None:
-        self.last_activity = time.monotonic()
-
     def on_book(self, symbol: str, book: Any) -> None:
-        self._activity()
         if symbol in self.needs_snapshot:
             # the first book returned for a symbol (and the first after a reconnect) is the
             # one that carries the snapshot
             self.needs_snapshot.discard(symbol)
             self.snapshots += 1
+            self.last_other = time.monotonic()
             if self.error_ns is not None and self.recovered_ns is None:
                 self.recovered_ns = time.monotonic_ns()
             return
@@ -77,35 +74,36 @@ class _Run:
             self.done.set()
 
     def on_trades(self, trades: list[Any]) -> None:
-        self._activity()
         for _ in trades:
             self.trades += 1
             if self.rec.mark():
                 self.done.set()
 
     def on_error(self, where: str, exc: BaseException, symbols: list[str]) -> None:
-        self._activity()
+        self.last_other = time.monotonic()
         if self.error_ns is None:
             self.error_ns = time.monotonic_ns()
         self.errors.append(f"{where}: {type(exc).__name__}: {exc}"[:300])
         self.needs_snapshot.update(symbols)
 
-    async def supervise(self, tasks: list[asyncio.Task[None]]) -> None:
-        spec = self.spec
-        deadline = time.monotonic() + spec.deadline_s
-        while not self.done.is_set():
-            now = time.monotonic()
-            if now >= deadline:
-                return
-            if all(t.done() for t in tasks):
-                return
-            seen = self.rec.n + self.snapshots + len(self.errors)
-            if seen and now - self.last_activity >= spec.idle_timeout_s:
-                return
-            if self.rec.n + self.snapshots == 0 and len(self.errors) >= MAX_ERRORS_BEFORE_DATA:
-                return  # connecting keeps failing: the errors are in the notes
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.done.wait(), timeout=0.1)
+    def stopped(self, tasks: list[asyncio.Task[None]]) -> str | None:
+        """ccxt's own stop rules: every watch task ended, or connecting keeps failing."""
+        if all(t.done() for t in tasks):
+            return "every watch task ended"
+        if self.rec.n + self.snapshots == 0 and len(self.errors) >= MAX_ERRORS_BEFORE_DATA:
+            return f"no data after {len(self.errors)} error(s): {self.errors[0]}"
+        return None
+
+    async def supervise(self, tasks: list[asyncio.Task[None]]) -> str:
+        """Wait for the end of the run (``_common.wait_for_end``); returns why it ended."""
+        ended: str = await _common.wait_for_end(
+            self.spec,
+            self.rec,
+            self.done,
+            last_activity=lambda: self.last_other,
+            stop=lambda: self.stopped(tasks),
+        )
+        return ended
 
 
 def _unified(exchange: Any, protocol_symbol: str) -> str:
@@ -240,7 +238,10 @@ async def _main(spec: _common.Spec, result: _common.Result) -> None:
         if spec.expected_trades:
             tasks.append(asyncio.create_task(_watch_trades(exchange, run, unified)))
             notes.append("watch_trades_for_symbols: every returned trade counts as a callback")
-        await run.supervise(tasks)
+        ended = await run.supervise(tasks)
+        note = _common.end_note(ended, spec, run.rec)
+        if note is not None:
+            notes.append(note)
     finally:
         run.rec.finish(result, spec)
         result.updates = run.updates
@@ -277,11 +278,6 @@ async def _main(spec: _common.Spec, result: _common.Result) -> None:
             notes.extend(run.errors[:10])
         with contextlib.suppress(Exception):
             await asyncio.wait_for(exchange.close(), timeout=5)
-    if run.rec.n < run.rec.expected:
-        result.notes.append(
-            f"{run.rec.n} of {run.rec.expected} update/trade callbacks (stopped on the "
-            "idle timeout or the deadline)"
-        )
     if run.rec.n + run.snapshots == 0 and run.errors and result.error is None:
         result.error = f"no data after {len(run.errors)} error(s): {run.errors[0]}"
     result.ok = result.error is None and run.rec.n + run.snapshots > 0

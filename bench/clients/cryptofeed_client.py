@@ -14,7 +14,6 @@ cryptofeed at the bench server is listed in ``bench/PEERS.md``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -90,7 +89,7 @@ class _Run:
         self.updates = 0
         self.trades = 0
         self.snapshots = 0
-        self.last_activity = time.monotonic()
+        self.last_snapshot: float | None = None  # time.monotonic() of the last snapshot
         self.opens: list[int] = []  # monotonic_ns of every WebSocket (re)connect
         self.conn_ids: set[int] = set()
         self.reconnect_ns: int | None = None
@@ -98,13 +97,10 @@ class _Run:
         self.count_checked = False  # Kraken v1: count updates whose checksum cryptofeed checks
         self.checked = 0
 
-    def _activity(self) -> None:
-        self.last_activity = time.monotonic()
-
     async def on_book(self, book: Any, receipt_timestamp: float) -> None:
-        self._activity()
         if book.delta is None:  # cryptofeed passes delta=None for a (re)snapshot
             self.snapshots += 1
+            self.last_snapshot = time.monotonic()
             if self.reconnect_ns is not None and self.recovered_ns is None:
                 self.recovered_ns = time.monotonic_ns()
             return
@@ -115,7 +111,6 @@ class _Run:
             self.done.set()
 
     async def on_trade(self, trade: Any, receipt_timestamp: float) -> None:
-        self._activity()
         self.trades += 1
         if self.rec.mark():
             self.done.set()
@@ -128,30 +123,29 @@ class _Run:
             self.reconnect_ns = now
         self.conn_ids.add(id(conn))
 
-    async def supervise(self, log: _NoteHandler) -> str | None:
-        """Return when the count is reached, on idle timeout, or at the deadline; or, with
-        an error text, when connecting failed repeatedly before any data arrived."""
-        spec = self.spec
-        deadline = time.monotonic() + spec.deadline_s
-        while not self.done.is_set():
-            now = time.monotonic()
-            if now >= deadline:
-                return None
-            seen = self.rec.n + self.snapshots
-            if seen and now - self.last_activity >= spec.idle_timeout_s:
-                return None
-            if not seen:
-                failures = [r for r in log.records if "reconnecting in" in r]
-                if len(failures) >= MAX_FAILURES_BEFORE_DATA:
-                    return (
-                        f"no data after {len(failures)} failed connection attempts: {failures[0]}"
-                    )
-                rejected = [r for r in log.records if "error from exchange" in r]
-                if rejected:  # e.g. a KuCoin subscription answered with an error message
-                    return f"no data, the venue answered with an error: {rejected[0]}"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.done.wait(), timeout=0.1)
+    def failed(self, log: _NoteHandler) -> str | None:
+        """cryptofeed's own stop rule: before any data, connecting failed repeatedly or the
+        venue answered the subscription with an error (cryptofeed would retry for minutes)."""
+        if self.rec.n or self.snapshots:
+            return None
+        failures = [r for r in log.records if "reconnecting in" in r]
+        if len(failures) >= MAX_FAILURES_BEFORE_DATA:
+            return f"no data after {len(failures)} failed connection attempts: {failures[0]}"
+        rejected = [r for r in log.records if "error from exchange" in r]
+        if rejected:  # e.g. a KuCoin subscription answered with an error message
+            return f"no data, the venue answered with an error: {rejected[0]}"
         return None
+
+    async def supervise(self, log: _NoteHandler) -> str:
+        """Wait for the end of the run (``_common.wait_for_end``); returns why it ended."""
+        ended: str = await _common.wait_for_end(
+            self.spec,
+            self.rec,
+            self.done,
+            last_activity=lambda: self.last_snapshot,
+            stop=lambda: self.failed(log),
+        )
+        return ended
 
 
 def _patch_connections(run: _Run, allow_plain_ws: bool, notes: list[str]) -> None:
@@ -318,9 +312,12 @@ def run(spec: _common.Spec, result: _common.Result) -> None:
     fh.add_feed(feed)
     fh.run(start_loop=False, install_signal_handlers=False)
     try:
-        failed = loop.run_until_complete(run_state.supervise(handler))
-        if failed is not None:
-            result.error = failed
+        ended = loop.run_until_complete(run_state.supervise(handler))
+        if ended not in (_common.END_DONE, _common.END_IDLE, _common.END_DEADLINE):
+            result.error = ended
+        note = _common.end_note(ended, spec, run_state.rec)
+        if note is not None:
+            notes.append(note)
     finally:
         run_state.rec.finish(result, spec)
         result.updates = run_state.updates
@@ -361,11 +358,6 @@ def run(spec: _common.Spec, result: _common.Result) -> None:
         except (TimeoutError, Exception) as exc:  # shutting down: report, don't fail the run
             notes.append(f"shutdown: {type(exc).__name__}: {exc}")
         _cancel_all(loop)
-    if run_state.rec.n < run_state.rec.expected:
-        result.notes.append(
-            f"{run_state.rec.n} of {run_state.rec.expected} update/trade callbacks (stopped on the "
-            "idle timeout or the deadline)"
-        )
     result.ok = result.error is None and run_state.rec.n + run_state.snapshots > 0
 
 

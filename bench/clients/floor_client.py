@@ -20,7 +20,6 @@ import json
 import os
 import ssl
 import sys
-import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -54,7 +53,7 @@ async def run(spec: _common.Spec) -> _common.Result:
     url, requests = _url(spec)
     expected = spec.expected_updates + spec.expected_trades
     rec = _common.Recorder(expected, keep_times=spec.latency_path is not None)
-    done = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
     kraken = spec.protocol == "kraken-v2"
     loads = orjson.loads
 
@@ -67,13 +66,15 @@ async def run(spec: _common.Spec) -> _common.Result:
             if frame.msg_type is not WSMsgType.TEXT:
                 if frame.msg_type is WSMsgType.PING:
                     transport.send_pong(frame.get_payload_as_bytes())
-                elif frame.msg_type is WSMsgType.CLOSE and not done.done():
-                    done.set_result(None)
+                elif frame.msg_type is WSMsgType.CLOSE:
+                    done.set()
                 return
             msg: Any = loads(frame.get_payload_as_memoryview())
             if kraken:
-                if msg.get("type") != "update":
-                    if msg.get("type") == "snapshot":
+                # book messages only: the status message on connect is a "type":"update" too
+                kind = msg.get("type")
+                if kind != "update" or msg.get("channel") != "book":
+                    if kind == "snapshot":
                         result.snapshots += 1
                     return
                 result.updates += 1
@@ -84,12 +85,11 @@ async def run(spec: _common.Spec) -> _common.Result:
                     result.updates += 1
             else:
                 return
-            if rec.mark() and not done.done():
-                done.set_result(None)
+            if rec.mark():
+                done.set()
 
         def on_ws_disconnected(self, transport: WSTransport) -> None:
-            if not done.done():
-                done.set_result(None)
+            done.set()
 
     ctx: ssl.SSLContext | None = None
     if url.startswith("wss://"):
@@ -97,20 +97,14 @@ async def run(spec: _common.Spec) -> _common.Result:
     transport, _listener = await ws_connect(
         Listener, url, ssl_context=ctx, enable_auto_pong=True, max_frame_size=64 * 1024 * 1024
     )
-    start = time.monotonic()
     try:
-        while not done.done():
-            await asyncio.wait({done}, timeout=0.2)
-            now = time.monotonic()
-            if now - start > spec.deadline_s:
-                result.notes.append(f"deadline {spec.deadline_s} s reached")
-                break
-            if rec.last is not None and now - rec.last / 1e9 > spec.idle_timeout_s:
-                result.notes.append(f"idle for {spec.idle_timeout_s} s: stopped")
-                break
+        ended = await _common.wait_for_end(spec, rec, done)
     finally:
         rec.finish(result, spec)
         transport.disconnect()
+    note = _common.end_note(ended, spec, rec)
+    if note is not None:
+        result.notes.append(note)
     result.ok = rec.n >= expected
     if not result.ok:
         result.error = f"{rec.n} of {expected} messages"

@@ -83,6 +83,12 @@ async def run(spec: _common.Spec) -> _common.Result:
     done = asyncio.Event()
 
     async def consume(feed: Any) -> None:
+        try:
+            await _consume(feed)
+        finally:
+            done.set()  # the count was reached, or the feed ended (or failed)
+
+    async def _consume(feed: Any) -> None:
         nonlocal dropped_at, gaps
         mark = rec.mark
         async for ev in feed:
@@ -106,31 +112,20 @@ async def run(spec: _common.Spec) -> _common.Result:
             elif kind is ConnectionState and ev.previous == "LIVE" and dropped_at is None:
                 dropped_at = time.monotonic_ns()
                 result.recovery["drop_seen_mono_ns"] = dropped_at
-        done.set()
-
-    async def idle_guard() -> None:
-        start = time.monotonic()
-        while not done.is_set():
-            await asyncio.sleep(0.2)
-            now = time.monotonic()
-            if now - start > spec.deadline_s:
-                result.notes.append(f"deadline {spec.deadline_s} s reached")
-                return
-            last = rec.last
-            if last is not None and now - last / 1e9 > spec.idle_timeout_s:
-                result.notes.append(f"idle for {spec.idle_timeout_s} s: stopped")
-                return
 
     async with gapless.connect(*streams, urls=urls, runtime=runtime) as feed:
         consumer = asyncio.create_task(consume(feed))
-        guard = asyncio.create_task(idle_guard())
-        await asyncio.wait({consumer, guard}, return_when=asyncio.FIRST_COMPLETED)
+        ended = await _common.wait_for_end(spec, rec, done)
         rec.finish(result, spec)
-        for task in (consumer, guard):
-            task.cancel()
-        await asyncio.gather(consumer, guard, return_exceptions=True)
+        consumer.cancel()
+        (failure,) = await asyncio.gather(consumer, return_exceptions=True)
+        if isinstance(failure, Exception):
+            result.notes.append(f"the feed failed: {type(failure).__name__}: {failure}")
         result.books = _books(feed, spec)
         stats = feed.stats()
+    note = _common.end_note(ended, spec, rec)
+    if note is not None:
+        result.notes.append(note)
     result.recovery["gaps"] = gaps
     result.recovery.setdefault("gap_declared", False)
     result.recovery["reconnected"] = result.snapshots > len(spec.symbols)

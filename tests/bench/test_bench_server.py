@@ -650,6 +650,130 @@ async def test_binance_throughput_run() -> None:
     assert len(rep["errors"]) == 2  # NOPE and the unknown REST path
 
 
+async def collect(ws: ClientConnection, n: int) -> list[Any]:
+    """The next ``n`` JSON messages of ``ws`` that are not request answers."""
+    out: list[Any] = []
+    while len(out) < n:
+        msg = await recv_json(ws)
+        if "result" not in msg and "error" not in msg:
+            out.append(msg)
+    return out
+
+
+async def test_binance_agg_trade_streams() -> None:
+    """cryptofeed's streams: ``<sym>@depth@100ms/<sym>@aggTrade`` on one combined stream.
+    Every trade comes as an aggTrade of that one trade, in the same order as ``@trade``."""
+    t = w3()
+    syms = t.symbols["binance"]
+    lows = [s.lower() for s in syms]
+    last = syms[-1]
+    # neither connection covers the workload alone, so both are subscribed before the run
+    a_streams = [f"{s}@depth@100ms" for s in lows] + [f"{s}@trade" for s in lows[:-1]]
+    b_streams = [f"{s}@depth@100ms" for s in lows[1:]] + [f"{s}@aggTrade" for s in lows]
+    n_last = sum(1 for e in t.trade_events if t.pairs[e.sym].symbol == last)
+    n_first = sum(1 for u in t.book_updates if u.sym == 0)
+    async with running(t) as srv:
+        base = f"ws://127.0.0.1:{srv.port}/binance/stream?streams="
+        async with (
+            connect(base + "/".join(a_streams), max_size=None) as wa,
+            connect(base + "/".join(b_streams), max_size=None) as wb,
+        ):
+            got_a = await collect(wa, t.updates + t.trades - n_last)
+            got_b = await collect(wb, t.updates - n_first + t.trades)
+            await wb.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+            listed = await recv_json(wb)
+        rep = srv.report()
+    assert sorted(listed["result"]) == sorted(b_streams)
+    trades_a = [m for m in got_a if m["data"]["e"] == "trade"]
+    aggs = [m for m in got_b if m["data"]["e"] == "aggTrade"]
+    depth_a = [m["data"] for m in got_a if m["data"]["e"] == "depthUpdate"]
+    depth_b = [m["data"] for m in got_b if m["data"]["e"] == "depthUpdate"]
+    assert len(aggs) == t.trades
+    assert len(depth_b) == t.updates - n_first
+    assert depth_b == [d for d in depth_a if d["s"] != syms[0]]
+    for m, e in zip(aggs, t.trade_events, strict=True):
+        pair = t.pairs[e.sym]
+        d = m["data"]
+        assert m["stream"] == pair.symbol.lower() + "@aggTrade"
+        assert list(d) == ["e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"]
+        assert d["s"] == pair.symbol
+        assert d["a"] == d["f"] == d["l"] == e.trade_id
+        assert scaled(Decimal(d["p"]), 8) == e.price * 10 ** (8 - pair.price_precision)
+        assert scaled(Decimal(d["q"]), 8) == e.qty * 10 ** (8 - pair.qty_precision)
+        assert d["T"] == d["E"] == e.ts_us // 1000
+        assert d["m"] is (not e.taker_buy)
+        assert d["M"] is True
+    # the same trades in the same order as on @trade
+    same = [m["data"] for m in aggs if m["data"]["s"] != last]
+    assert len(same) == len(trades_a) == t.trades - n_last
+    for agg, trade in zip(same, (m["data"] for m in trades_a), strict=True):
+        assert (agg["s"], agg["a"], agg["p"], agg["q"], agg["T"], agg["m"]) == (
+            trade["s"],
+            trade["t"],
+            trade["p"],
+            trade["q"],
+            trade["T"],
+            trade["m"],
+        )
+    assert (rep["updates_sent"], rep["trades_sent"]) == (t.updates, t.trades)
+    assert rep["errors"] == []
+
+
+async def test_binance_agg_trade_raw_stream_by_subscribe() -> None:
+    """``/binance/ws`` + SUBSCRIBE ``@aggTrade``: raw aggTrade events; ``@trade`` on the same
+    connection is refused (it would mean every trade twice) and recorded as an error."""
+    t = w3()
+    lows = [s.lower() for s in t.symbols["binance"]]
+    half = len(lows) // 2
+    async with running(t) as srv:
+        async with connect(f"ws://127.0.0.1:{srv.port}/binance/ws", max_size=None) as ws:
+            first = [f"{s}@{k}" for s in lows[:half] for k in ("depth", "aggTrade")]
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": first, "id": 1}))
+            assert await recv_json(ws) == {"result": None, "id": 1}
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
+            assert sorted((await recv_json(ws))["result"]) == sorted(first)
+            mixed = {"method": "SUBSCRIBE", "params": [f"{lows[0]}@trade"], "id": 3}
+            await ws.send(json.dumps(mixed))
+            assert await recv_json(ws) == {"result": None, "id": 3}
+            rest = [f"{s}@{k}" for s in lows[half:] for k in ("depth", "aggTrade")]
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": rest, "id": 4}))
+            got = await collect(ws, t.updates + t.trades)
+        rep = srv.report()
+    assert [m["e"] for m in got] == ["depthUpdate" if k == T.BOOK else "aggTrade" for k in t.order]
+    assert [m["a"] for m in got if m["e"] == "aggTrade"] == [e.trade_id for e in t.trade_events]
+    assert [e["request"] for e in rep["errors"]] == [f"{lows[0]}@trade"]
+    assert "not served" in rep["errors"][0]["error"]
+
+
+async def test_kucoin_topic_with_spaces_around_symbols() -> None:
+    """cryptofeed subscribes ``/market/level2: BTC-USDT,ETH-USDT,..`` (a space after the
+    colon): the names are stripped, every symbol is subscribed, nothing is an error."""
+    t = w4()
+    syms = t.symbols["kucoin"]
+    async with running(t) as srv, aiohttp.ClientSession() as session:
+        rest = f"http://127.0.0.1:{srv.port}/kucoin"
+        bullet = await get_json(session, f"{rest}/api/v1/bullet-public", method="POST")
+        endpoint = bullet["data"]["instanceServers"][0]["endpoint"]
+        async with connect(f"{endpoint}?token={bullet['data']['token']}") as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+            topic = "/market/level2: " + ", ".join(syms[:2]) + "," + ",".join(syms[2:]) + " "
+            sub = {
+                "id": 1,
+                "type": "subscribe",
+                "topic": topic,
+                "privateChannel": False,
+                "response": True,
+            }
+            await ws.send(json.dumps(sub))
+            assert await recv_json(ws) == {"id": "1", "type": "ack"}
+            got = [await recv_json(ws) for _ in range(t.updates)]
+        rep = srv.report()
+    assert {m["data"]["symbol"] for m in got} == set(syms)
+    assert [m["data"]["sequenceEnd"] for m in got] == [u.last_id for u in t.book_updates]
+    assert rep["updates_sent"] == t.updates
+    assert rep["errors"] == []
+
+
 async def test_kucoin_throughput_run() -> None:
     t = w4()
     syms = t.symbols["kucoin"]
