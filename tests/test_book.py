@@ -444,16 +444,21 @@ def test_random_stream_matches_naive_reference(
     depth, pp, qp, msgs = case
     book = Book("kraken", "X/Y", depth, pp, qp)
     hot = Book("kraken", "X/Y", depth, pp, qp)  # driven through the hot path
+    plain = Book("binance", "X/Y", depth, pp, qp, checksum_tokens=False)  # no tokens kept
     ref = NaiveBook(depth, pp, qp)
     for snapshot, bids, asks in msgs:
         if snapshot:
             book.reset()
             hot.reset()
+            plain.reset()
             ref.reset()
         book.apply(_fixed(bids, pp, qp), _fixed(asks, pp, qp))
+        plain.apply(_fixed(bids, pp, qp), _fixed(asks, pp, qp))
+        assert (plain.bids_fixed(), plain.asks_fixed()) == (book.bids_fixed(), book.asks_fixed())
         crc = hot.apply_checksum(_fixed(bids, pp, qp), _fixed(asks, pp, qp))
         ref.apply(bids, asks)
         assert crc == ref.checksum()
+        assert plain.checksum() == crc  # made on demand from the levels
         assert hot.bids_fixed() == book.bids_fixed()
         assert hot.asks_fixed() == book.asks_fixed()
         assert [(lv.price, lv.qty) for lv in book.bids()] == ref.top_bids()

@@ -21,7 +21,7 @@ of range).
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -49,17 +49,17 @@ def fixed_to_str(value: int, precision: int) -> str:
 class _Side:
     """One side of a book, best level first.
 
-    ``keys`` holds ``sign * price`` ascending (best first) and ``tokens`` the
-    Kraken checksum token of each level in the same order, so the checksum part
-    of a side is one join over the first ten tokens (no lookups)."""
+    ``keys`` holds ``sign * price`` ascending (best first) and ``tokens`` (books
+    that keep them: Kraken's) the checksum token of each level in the same order,
+    so the checksum part of a side is one join over the first ten tokens."""
 
     __slots__ = ("keys", "levels", "sign", "tokens")
 
-    def __init__(self, sign: int) -> None:
+    def __init__(self, sign: int, tokens: bool = True) -> None:
         self.sign = sign  # +1 for asks (ascending), -1 for bids (descending price)
         self.levels: dict[int, int] = {}
         self.keys: list[int] = []  # sorted ascending of sign * price
-        self.tokens: list[str] = []  # checksum token per key, same order
+        self.tokens: list[str] | None = [] if tokens else None  # per key, same order
 
     def apply(self, levels: Iterable[tuple[int, int]], depth: int) -> None:
         """Apply levels in order (qty 0 deletes), then truncate to ``depth``."""
@@ -67,6 +67,19 @@ class _Side:
         keys = self.keys
         tokens = self.tokens
         sign = self.sign
+        if tokens is None:
+            for price, qty in levels:
+                if qty == 0:
+                    if price in book:
+                        del book[price]
+                        del keys[bisect_left(keys, sign * price)]
+                    continue
+                if price not in book:
+                    insort(keys, sign * price)
+                book[price] = qty
+            if len(keys) > depth:
+                self.truncate(depth)
+            return
         for price, qty in levels:
             key = sign * price
             if qty == 0:
@@ -95,12 +108,14 @@ class _Side:
         for k in keys[depth:]:
             del levels[sign * k]
         del keys[depth:]
-        del self.tokens[depth:]
+        if self.tokens is not None:
+            del self.tokens[depth:]
 
     def clear(self) -> None:
         self.levels.clear()
         self.keys.clear()
-        self.tokens.clear()
+        if self.tokens is not None:
+            self.tokens.clear()
 
     def top(self, n: int) -> list[tuple[int, int]]:
         sign = self.sign
@@ -108,6 +123,8 @@ class _Side:
         return [(sign * k, levels[sign * k]) for k in self.keys[:n]]
 
     def checksum_part(self) -> str:
+        if self.tokens is None:  # a book that keeps no tokens: made on demand
+            return "".join(f"{p}{q}" for p, q in self.top(_CHECKSUM_LEVELS))
         return "".join(self.tokens[:_CHECKSUM_LEVELS])
 
 
@@ -132,15 +149,24 @@ class Book:
     )
 
     def __init__(
-        self, venue: str, symbol: str, depth: int, price_precision: int, qty_precision: int
+        self,
+        venue: str,
+        symbol: str,
+        depth: int,
+        price_precision: int,
+        qty_precision: int,
+        *,
+        checksum_tokens: bool = True,
     ) -> None:
+        """``checksum_tokens``: keep each level's Kraken checksum token up to date
+        (per-message checksums); without them :meth:`checksum` still works, slower."""
         self.venue = venue
         self.symbol = symbol
         self.depth = depth
         self.price_precision = price_precision
         self.qty_precision = qty_precision
-        self._bids = _Side(-1)
-        self._asks = _Side(1)
+        self._bids = _Side(-1, checksum_tokens)
+        self._asks = _Side(1, checksum_tokens)
         self.valid = False
         self.last_ts_ns: int | None = None
         self._view = BookView(self)

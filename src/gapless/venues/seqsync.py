@@ -186,6 +186,7 @@ class ScaledBook:
             UNBOUNDED_DEPTH if depth is None else depth,
             price_precision,
             qty_precision,
+            checksum_tokens=False,  # Kraken's mechanism: not per message here
         )
 
     @property
