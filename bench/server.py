@@ -99,6 +99,8 @@ CHUNK_BYTES = 1 << 19  # throughput writes: whole frames, about 512 KiB per writ
 WRITE_HIGH = 4 << 20  # transport write-buffer limits while blasting
 WRITE_LOW = 1 << 20
 HEARTBEAT_S = 1.0
+WARMUP_TIMEOUT_S = 180.0  # the slowest peer paces 50 snapshots over tens of seconds
+WARMUP_SETTLE_S = 0.5  # the client applies its snapshots and buffered updates
 MAX_ERRORS = 1000
 KUCOIN_PING_INTERVAL_MS = 18_000
 KUCOIN_PING_TIMEOUT_MS = 10_000
@@ -275,6 +277,7 @@ class BenchServer:
         outage_s: float = 0.0,
         settle_s: float = 0.5,
         expect_subscriptions: int | None = None,
+        await_snapshots: bool = False,
         report_path: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         protocols: Sequence[str] | None = None,
@@ -288,6 +291,13 @@ class BenchServer:
         self.rate = rate
         self.outage_s = outage_s
         self.settle_s = settle_s
+        # Binance/KuCoin books need a REST snapshot after their first update: with
+        # ``await_snapshots`` the run starts once every book was served one (warm-up)
+        self.await_snapshots = await_snapshots
+        self.warmup_messages = 0
+        self.warmup_s: float | None = None
+        self._snapped: set[int] = set()
+        self._snap_evt = asyncio.Event()
         self.report_path = report_path
         self.ssl_context = ssl_context
         self.protocols = tuple(protocols) if protocols else traffic.protocols
@@ -494,6 +504,8 @@ class BenchServer:
             "tls": self.ssl_context is not None,
             "rate": self.rate if self.mode != "throughput" else None,
             "settle_s": self.settle_s,
+            "warmup_messages": self.warmup_messages,
+            "warmup_s": self.warmup_s,
             "start_mono_ns": self.start_mono_ns,
             "end_mono_ns": self.end_mono_ns,
             "updates_sent": self.updates_sent,
@@ -583,24 +595,52 @@ class BenchServer:
             await asyncio.sleep(self.settle_s)
         self._started = True
         try:
+            first = await self._warm_up() if self.await_snapshots else 0
             if self.mode == "throughput":
-                await self._run_throughput()
+                await self._run_throughput(first)
             else:
-                await self._run_paced()
+                await self._run_paced(first)
         finally:
             self.end_mono_ns = time.monotonic_ns()
             self._run_complete = True
             self._maybe_finish()
 
+    async def _warm_up(self) -> int:
+        """Send messages until every book had one update, wait (up to
+        ``WARMUP_TIMEOUT_S``) until every book was served its REST snapshot, let the
+        client settle, and return where the measured run starts. The warm-up
+        messages are not counted in ``updates_sent``/``trades_sent`` nor timed in
+        ``send_mono_ns`` (``warmup_messages`` says how many the client got first)."""
+        order = self._order
+        seen: set[int] = set()
+        k = 0
+        n = len(self.traffic.pairs)
+        while k < len(order) and len(seen) < n:
+            if order[k] == T.BOOK:
+                seen.add(self._msg_sym[k])
+            k += 1
+        t0 = time.monotonic()
+        self._send_range(0, k)
+        self.warmup_messages = self.updates_sent + self.trades_sent
+        self.updates_sent = self.trades_sent = 0
+        self.send_mono_ns.clear()
+        try:
+            await asyncio.wait_for(self._snap_evt.wait(), WARMUP_TIMEOUT_S)
+        except TimeoutError:
+            self._note(f"warm-up: {len(self._snapped)} of {n} books fetched a snapshot")
+        self.warmup_s = round(time.monotonic() - t0, 3)
+        await asyncio.sleep(WARMUP_SETTLE_S)
+        return k
+
     def _route(self, k: int) -> list[Conn] | None:
         return self._subs.get((self._msg_sym[k], self._order[k]))
 
-    async def _run_throughput(self) -> None:
+    async def _run_throughput(self, first: int = 0) -> None:
         per_conn: dict[Conn, list[bytes]] = {}
         frames_of: dict[Conn, list[bytes]] = {}
         order = self._order
         ups = trs = 0
-        for k in range(len(order)):
+        for k in range(first, len(order)):
             conns = self._route(k)
             if not conns:
                 continue
@@ -650,20 +690,20 @@ class BenchServer:
                 if not tr.is_closing():
                     tr.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
 
-    async def _run_paced(self) -> None:
+    async def _run_paced(self, first: int = 0) -> None:
         rate = self.rate
         total = len(self._order)
         t0 = time.monotonic()
         self.start_mono_ns = time.monotonic_ns()
-        k = 0
+        k = first
         while k < total:
             now = time.monotonic()
-            due = min(total, int((now - t0) * rate) + 1)
+            due = min(total, first + int((now - t0) * rate) + 1)
             if due > k:
                 k = self._send_range(k, due)
             if k >= total:
                 break
-            wait = t0 + k / rate - time.monotonic()
+            wait = t0 + (k - first) / rate - time.monotonic()
             await asyncio.sleep(wait if wait > 0 else 0)
 
     def _send_range(self, k: int, end: int) -> int:
@@ -734,6 +774,9 @@ class BenchServer:
                 conn.transport.abort()
 
     def _resnapshot(self, sym: int) -> None:
+        self._snapped.add(sym)
+        if len(self._snapped) >= len(self.traffic.pairs):
+            self._snap_evt.set()
         if not self._dropped or self.drop.get("resnapshot_mono_ns") is not None:
             return
         self._resnap_pending.discard(sym)
@@ -1645,6 +1688,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--report", type=str, default=None)
     p.add_argument("--settle-s", type=float, default=0.5)
     p.add_argument(
+        "--await-snapshots",
+        action="store_true",
+        help="Binance/KuCoin: start the run once every book fetched its REST snapshot",
+    )
+    p.add_argument(
         "--expect-subscriptions",
         type=int,
         default=None,
@@ -1681,6 +1729,7 @@ async def _amain(args: argparse.Namespace) -> int:
         outage_s=args.outage_s,
         settle_s=args.settle_s,
         expect_subscriptions=args.expect_subscriptions,
+        await_snapshots=args.await_snapshots,
         report_path=args.report,
         ssl_context=ctx,
         protocols=args.protocols.split(",") if args.protocols else None,
