@@ -52,13 +52,21 @@ Decisions, with their sources:
   are buffered from the subscription on; the REST snapshot
   (``GET /api/v1/market/orderbook/level2_<depth>``, weight 2, key
   ``l2:<symbol>``) is requested at the ack; calibration, the per-entry skip and
-  the apply rule are the machine's. A sequence gap throws the book away and
-  resyncs **that symbol only** (the WebSocket stream keeps flowing, so no
-  resubscription is needed); its :class:`Gap` has ``first_seq`` = last
-  delivered sequence + 1 and ``last_seq`` = the sequence of the
-  :class:`~gapless.events.BookSnapshot` that ends it (the REST snapshot's
-  sequence plus any buffered updates replayed onto it: those updates were not
-  delivered one by one). ``Refetch``/``Pending`` (stale or early snapshots)
+  the apply rule are the machine's. A calibration is delivered as Binance's is:
+  a :class:`~gapless.events.BookSnapshot` at the REST snapshot's ``sequence``
+  (its levels as loaded), then one :class:`~gapless.events.BookUpdate` per
+  buffered message applied on top of it (what was applied, ``seq`` =
+  ``sequenceEnd``, its ``time``), so snapshot plus updates rebuild the book and
+  every message is one update; messages inside the snapshot give nothing. (A
+  replay that starts with sequences already delivered before the resync, which
+  an in-order venue never sends, is folded into one snapshot at the final
+  sequence instead: nothing is delivered twice.) A sequence gap throws the
+  book away and resyncs **that symbol only** (the WebSocket stream keeps
+  flowing, so no resubscription is needed); its :class:`Gap` has ``first_seq``
+  = last delivered sequence + 1 and ``last_seq`` = the sequence of the
+  :class:`~gapless.events.BookSnapshot` that ends it; a snapshot at or before
+  the last delivered sequence ends it with nothing missed (no Gap, counted as
+  ``healed``). ``Refetch``/``Pending`` (stale or early snapshots)
   are followed; snapshot requests per symbol are spaced by
   ``resync_min_interval_s``; more than ``max_resyncs_per_minute`` resyncs of
   one symbol escalate to a reconnect.
@@ -138,6 +146,7 @@ import enum
 import math
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -154,6 +163,7 @@ from gapless.events import (
     BookUpdate,
     Gap,
     GapCause,
+    Level,
     Levels,
     Subscribed,
     SubscriptionRejected,
@@ -201,6 +211,9 @@ _PASSIVE_FIRST_ID = 1 << 52  # passive mode's own request ids: far above any cap
 
 Window = tuple[Decimal | None, Decimal | None]
 """(lowest verified bid, highest verified ask); None: that side is unbounded."""
+_Fixed = list[tuple[int, int]]
+#: A calibration's snapshot as loaded: (bids, asks, price precision, qty precision).
+_Base = tuple[_Fixed, _Fixed, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,13 +318,41 @@ class _OpenGap:
     detail: str
 
 
+class _TapSync(L2Sync):
+    """:class:`L2Sync` that, while ``tap`` is a list, records every message a
+    calibration applies (its :class:`Applied` and ``time``), and the snapshot as
+    loaded (``base``) just before the first of them is applied."""
+
+    def __init__(self, symbol: str, max_buffer: int) -> None:
+        super().__init__(symbol, max_buffer=max_buffer)
+        self.tap: list[tuple[Applied, int]] | None = None
+        self.base: _Base | None = None
+
+    def _apply(self, msg: p.L2Update, first: int, last: int) -> Applied:
+        tap = self.tap
+        if tap is None:
+            return super()._apply(msg, first, last)
+        if not tap:
+            book = self.book
+            n = len(book)
+            self.base = (
+                book.bids_fixed(n),
+                book.asks_fixed(n),
+                book.price_precision,
+                book.qty_precision,
+            )
+        r = super()._apply(msg, first, last)
+        tap.append((r, msg.time_ms))
+        return r
+
+
 class _L2:
     """One calibration of a book: the machine plus the window of its snapshot."""
 
     __slots__ = ("fixed_window", "held", "last_msg_ms", "sync", "window")
 
     def __init__(self, symbol: str, max_buffer: int) -> None:
-        self.sync = L2Sync(symbol, max_buffer=max_buffer)
+        self.sync = _TapSync(symbol, max_buffer)
         self.window: Window = (None, None)
         # the window scaled at a price precision: (window, precision, floor, ceiling)
         self.fixed_window: tuple[Window, int, int | None, int | None] | None = None
@@ -1267,11 +1308,17 @@ class KucoinAdapter:
             return out
         st.rest_delay = 0.0
         window = self._window_of(snap)
+        sync = target.sync
+        sync.tap = [] if target is st.l2 else None  # a shadow's replay is not delivered
+        sync.base = None
         try:
-            r = target.sync.on_l2_snapshot(snap)
+            r = sync.on_l2_snapshot(snap)
         except DecodeError as exc:
             self._bad_rest(st, f"level2 snapshot: {exc}", len(result.body), now, out)
             return out
+        finally:
+            applied = sync.tap or []
+            sync.tap = None
         if isinstance(r, Pending):
             target.held = (window, snap.time_ms)
         elif isinstance(r, Refetch):
@@ -1282,7 +1329,7 @@ class KucoinAdapter:
             ts_ms = snap.time_ms
             if r.replayed and target.last_msg_ms is not None:
                 ts_ms = max(ts_ms or 0, target.last_msg_ms)
-            self._calibrated(st, target, ts_ms, now, out)
+            self._calibrated(st, target, r, snap.time_ms, ts_ms, applied, now, out)
         return out
 
     def _bad_rest(self, st: _Stream, reason: str, size: int, now: Now, out: Step) -> None:
@@ -1325,13 +1372,14 @@ class KucoinAdapter:
             book.apply(bids, asks)
 
     @staticmethod
-    def _trim_applied(l2: _L2, r: Applied) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """The applied levels inside the window; those outside are removed again."""
-        floor, ceiling = l2.window
+    def _split_applied(window: Window, r: Applied) -> tuple[_Fixed, _Fixed, _Fixed, _Fixed]:
+        """``r``'s levels inside ``window`` (bids, asks: what a BookUpdate shows) and
+        the removals of the levels it set outside it (bids, asks)."""
+        floor, ceiling = window
         bids = list(r.bids)
         asks = list(r.asks)
-        drop_b: list[tuple[int, int]] = []
-        drop_a: list[tuple[int, int]] = []
+        drop_b: _Fixed = []
+        drop_a: _Fixed = []
         if floor is not None:
             f = int(floor.scaleb(r.price_precision))
             drop_b = [(px, 0) for px, q in bids if px < f and q]
@@ -1340,12 +1388,50 @@ class KucoinAdapter:
             c = int(ceiling.scaleb(r.price_precision))
             drop_a = [(px, 0) for px, q in asks if px > c and q]
             asks = [lv for lv in asks if lv[0] <= c]
+        return bids, asks, drop_b, drop_a
+
+    @classmethod
+    def _trim_applied(cls, l2: _L2, r: Applied) -> tuple[_Fixed, _Fixed]:
+        """The applied levels inside the window; those outside are removed again."""
+        bids, asks, drop_b, drop_a = cls._split_applied(l2.window, r)
         if drop_b or drop_a:
             l2.book.apply(drop_b, drop_a)
         return bids, asks
 
-    def _calibrated(self, st: _Stream, l2: _L2, ts_ms: int | None, now: Now, out: Step) -> None:
-        """``l2`` reached SYNCED: the live book goes live, or a shadow may take over."""
+    @staticmethod
+    def _trimmed_base(window: Window, base: _Base) -> tuple[Levels, Levels]:
+        """A snapshot as loaded, trimmed to ``window`` as :meth:`_trim_all` trims the book."""
+        bids, asks, pp, qp = base
+        floor, ceiling = window
+        if floor is not None:
+            f = int(floor.scaleb(pp))
+            bids = [lv for lv in bids if lv[0] >= f]
+        if ceiling is not None:
+            c = int(ceiling.scaleb(pp))
+            asks = [lv for lv in asks if lv[0] <= c]
+        return Levels(bids, pp, qp), Levels(asks, pp, qp)
+
+    def _calibrated(
+        self,
+        st: _Stream,
+        l2: _L2,
+        res: Synced,
+        snap_ms: int | None,
+        ts_ms: int | None,
+        applied: list[tuple[Applied, int]],
+        now: Now,
+        out: Step,
+    ) -> None:
+        """``l2`` reached SYNCED: the live book goes live, or a shadow may take over.
+
+        ``snap_ms`` is the snapshot's own time, ``ts_ms`` that of the book as it is
+        now (the snapshot with the buffered messages replayed onto it); ``applied``
+        are the replayed messages (tapped for the main book only). The main book is
+        delivered as a BookSnapshot at the snapshot's sequence, then one BookUpdate
+        per replayed message (as Binance does); a shadow that takes over is one
+        BookSnapshot at the swap point (the live book delivered every update)."""
+        base = l2.sync.base
+        l2.sync.base = None
         self._trim_all(l2)
         l2.last_msg_ms = None
         l2.held = None
@@ -1354,27 +1440,60 @@ class KucoinAdapter:
         if l2 is st.shadow:
             self._maybe_swap(st, ts_ns, now, out)
             return
-        seq = l2.sync.seq
-        assert seq is not None
         st.state = _St.LIVE
         st.fetch_due = None
         st.last_data_mono = now.mono
+        levels: tuple[Levels, Levels] | None = None
+        if (
+            base is None
+            or not applied
+            or (st.last_seq is not None and applied[0][0].last_seq <= st.last_seq)
+        ):
+            # Nothing replayed; or the replay repeats sequences the user already has
+            # (a venue re-sending after a resync): those are not delivered twice, so
+            # the whole replay is folded into one snapshot at the final sequence.
+            applied = []
+            seq = l2.sync.seq
+            assert seq is not None
+        else:
+            seq = res.snapshot_seq
+            ts_ns = (snap_ms if snap_ms is not None else applied[0][1]) * 1_000_000
+            levels = self._trimmed_base(l2.window, base)
         gap = st.gap
         if gap is not None and gap.first_seq is not None and seq < gap.first_seq:
             st.gap = None  # the new book starts where the old one ended: nothing missed
             st.counters.healed += 1
         else:
             self._close_gap(st, ts_ns, now, out, last_seq=seq)
-        self._emit_snapshot(st, l2, seq, ts_ns, now, out)
+        self._emit_snapshot(st, l2, seq, ts_ns, now, out, levels)
+        window = l2.window
+        for r, time_ms in applied:
+            bids, asks, _, _ = self._split_applied(window, r)
+            pp, qp = r.price_precision, r.qty_precision
+            self._deliver_l2(st, l2, r.last_seq, time_ms * 1_000_000, bids, asks, pp, qp, now, out)
 
     def _emit_snapshot(
-        self, st: _Stream, l2: _L2, seq: int, ts_ns: int, now: Now, out: Step
+        self,
+        st: _Stream,
+        l2: _L2,
+        seq: int,
+        ts_ns: int,
+        now: Now,
+        out: Step,
+        levels: tuple[Levels, Levels] | None = None,
     ) -> None:
+        """BookSnapshot at ``seq`` of ``levels`` (default: the book as it is)."""
         book = l2.book
         st.last_seq = max(seq, st.last_seq) if st.last_seq is not None else seq
         st.last_ts_ns = ts_ns if st.last_ts_ns is None else max(ts_ns, st.last_ts_ns)
         book.last_ts_ns = ts_ns
         st.counters.delivered += 1
+        bids: Sequence[Level]
+        asks: Sequence[Level]
+        if levels is None:
+            bids, asks = book.bids(), book.asks()
+        else:
+            bids, asks = levels
         out.events.append(
             BookSnapshot(
                 venue=VENUE,
@@ -1383,8 +1502,8 @@ class KucoinAdapter:
                 exchange_ts_ns=ts_ns,
                 stream=st.key,
                 depth=self.options.snapshot_depth,
-                bids=book.bids(),
-                asks=book.asks(),
+                bids=bids,
+                asks=asks,
                 checksum=None,
                 book=book.view,
                 seq=seq,
@@ -1410,12 +1529,19 @@ class KucoinAdapter:
             return
         st.last_data_mono = now.mono
         l2 = st.l2
+        sync = l2.sync
+        if sync.state is not SyncState.SYNCED:  # may go live on a held snapshot: tap it
+            sync.tap = []
+            sync.base = None
         try:
-            r = l2.sync.on_update(msg)
+            r = sync.on_update(msg)
         except DecodeError as exc:
             self._bad_data(st, str(exc), now, out)
             return
-        self._on_l2_result(st, l2, msg, r, now, out)
+        finally:
+            applied = sync.tap or []
+            sync.tap = None
+        self._on_l2_result(st, l2, msg, r, now, out, applied)
         shadow = st.shadow
         if shadow is None or st.state is not _St.LIVE:
             return
@@ -1548,7 +1674,14 @@ class KucoinAdapter:
         )
 
     def _on_l2_result(
-        self, st: _Stream, l2: _L2, msg: p.L2Update, r: SyncResult, now: Now, out: Step
+        self,
+        st: _Stream,
+        l2: _L2,
+        msg: p.L2Update,
+        r: SyncResult,
+        now: Now,
+        out: Step,
+        applied: list[tuple[Applied, int]] | None = None,
     ) -> None:
         main = l2 is st.l2
         if isinstance(r, Applied):
@@ -1565,10 +1698,11 @@ class KucoinAdapter:
         if l2.sync.state is not SyncState.SYNCED:
             l2.last_msg_ms = msg.time_ms
         if isinstance(r, Synced):  # the held snapshot fitted this message
+            snap_ms = None
             if l2.held is not None:
-                l2.window = l2.held[0]
+                l2.window, snap_ms = l2.held
             l2.held = None
-            self._calibrated(st, l2, msg.time_ms, now, out)
+            self._calibrated(st, l2, r, snap_ms, msg.time_ms, applied or [], now, out)
         elif isinstance(r, GapDetected):
             if not main:
                 st.shadow = None  # the live book will see the same gap
