@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from gapless.book import fixed_to_str
 from gapless.errors import DecodeError
-from gapless.venues.numbers import parse_decimal, parse_fixed, parse_int
+from gapless.venues.numbers import (
+    PriceCache,
+    fixed_plain,
+    fixed_plain_cached,
+    parse_decimal,
+    parse_fixed,
+    parse_int,
+)
 
 # ------------------------------------------------------------------ parse_fixed
 
@@ -257,3 +264,32 @@ def test_parse_int_matches_bounds(v: int) -> None:
     else:
         with pytest.raises(DecodeError):
             parse_int(v)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    value=st.one_of(
+        st.from_regex(r"[0-9]{1,12}(\.[0-9]{1,12})?", fullmatch=True),
+        st.text(alphabet="0123456789.-e ١", max_size=14),
+        st.integers(),
+        st.none(),
+    ),
+    prec=st.integers(0, 12),
+)
+def test_fixed_plain_is_parse_fixed_on_plain_text_and_none_otherwise(
+    value: object, prec: int
+) -> None:
+    """The venues' hot path: never a different number than the validating parser, and
+    None (the general path decides) for anything but plain text within the precision."""
+    got = fixed_plain(value, prec)
+    cache = PriceCache().at(prec)
+    assert fixed_plain_cached(cache, value, prec) == got
+    assert fixed_plain_cached(cache, value, prec) == got  # from the cache
+    if got is not None:
+        assert got == parse_fixed(value, prec)
+    plain = isinstance(value, str) and value.isascii() and value.replace(".", "", 1).isdigit()
+    if plain and isinstance(value, str) and not value.startswith(".") and not value.endswith("."):
+        decimals = len(value) - value.find(".") - 1 if "." in value else 0
+        assert (got is not None) == (decimals <= prec)
+    else:
+        assert got is None

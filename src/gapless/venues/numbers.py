@@ -13,8 +13,9 @@ from gapless.errors import DecodeError
 
 __all__ = [
     "CACHE_LIMIT",
-    "fixed_exact",
-    "fixed_upto",
+    "PriceCache",
+    "fixed_plain",
+    "fixed_plain_cached",
     "parse_decimal",
     "parse_fixed",
     "parse_fixed_cached",
@@ -35,8 +36,8 @@ def parse_fixed(value: object, precision: int) -> int:
     Negative values are allowed (ticker ``change``).
 
     Hot path: a number printed with exactly ``precision`` decimals (what venues
-    send) is its digits without the dot (:func:`fixed_exact`)."""
-    fixed = fixed_exact(value, precision)
+    send) is its digits without the dot (:func:`fixed_plain`)."""
+    fixed = fixed_plain(value, precision)
     return _parse_fixed(value, precision) if fixed is None else fixed
 
 
@@ -60,24 +61,12 @@ def parse_fixed_cached(cache: dict[str, int], value: object, precision: int) -> 
 CACHE_LIMIT = 4096
 
 
-def fixed_exact(value: object, precision: int) -> int | None:
-    """Scaled integer of a plain decimal string printed with exactly ``precision``
-    decimals (``fixed_exact('0.00240000', 8) == 240000``), else None: anything else
-    (other decimals, signs, exponents, JSON numbers, over 36 characters) is for the
-    general, validating decoder. The hot path of venues that send numbers as text."""
-    if type(value) is str:
-        dot = value.find(".")
-        if dot > 0 and len(value) - dot - 1 == precision and len(value) <= _MAX_DIGITS:
-            digits = value.replace(".", "", 1)
-            if digits.isdigit() and digits.isascii():
-                return int(digits)
-    return None
-
-
-def fixed_upto(value: object, precision: int) -> int | None:
-    """Like :func:`fixed_exact`, for venues that drop trailing zeros (KuCoin prints
-    ``"0.1"`` where the grid has 6 decimals): a plain decimal string with at most
-    ``precision`` decimals (or none) gives its scaled integer, anything else None."""
+def fixed_plain(value: object, precision: int) -> int | None:
+    """Scaled integer of a plain decimal string with at most ``precision`` decimals
+    (``fixed_plain('0.00240000', 8) == 240000``; ``fixed_plain('0.1', 6) == 100000``,
+    KuCoin drops trailing zeros; ``fixed_plain('5', 2) == 500``), else None: anything
+    else (more decimals, signs, exponents, JSON numbers, over 36 characters) is for
+    the general, validating decoder. The hot path of venues that send numbers as text."""
     if type(value) is str and len(value) <= _MAX_DIGITS:
         dot = value.find(".")
         if dot < 0:
@@ -90,6 +79,37 @@ def fixed_upto(value: object, precision: int) -> int | None:
                 if digits.isdigit() and digits.isascii():
                     return int(digits) * _POW10[precision - n]
     return None
+
+
+def fixed_plain_cached(cache: dict[str, int], value: object, precision: int) -> int | None:
+    """:func:`fixed_plain` through ``cache`` (see :func:`parse_fixed_cached`)."""
+    if type(value) is not str:
+        return None
+    hit = cache.get(value)
+    if hit is not None:
+        return hit
+    fixed = fixed_plain(value, precision)
+    if fixed is not None:
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[value] = fixed
+    return fixed
+
+
+class PriceCache:
+    """The parsed-price caches of one adapter, one per price precision (book prices
+    repeat: a few hundred distinct prices near the top of a book)."""
+
+    __slots__ = ("_by_precision",)
+
+    def __init__(self) -> None:
+        self._by_precision: dict[int, dict[str, int]] = {}
+
+    def at(self, precision: int) -> dict[str, int]:
+        cache = self._by_precision.get(precision)
+        if cache is None:
+            cache = self._by_precision[precision] = {}
+        return cache
 
 
 def _parse_fixed(value: object, precision: int) -> int:

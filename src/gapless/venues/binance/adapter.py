@@ -177,7 +177,7 @@ from gapless.venues.binance.sync import (
     SyncTally,
     TradeIdCheck,
 )
-from gapless.venues.numbers import CACHE_LIMIT, fixed_exact
+from gapless.venues.numbers import PriceCache, fixed_plain, fixed_plain_cached
 from gapless.venues.seqsync import Levels as TextLevels
 from gapless.venues.seqsync import pick_snapshot_owner
 
@@ -446,7 +446,7 @@ class BinanceAdapter:
         self._sent: deque[float] = deque()
         self._rest_blocked_until = 0.0
         self._shut = False
-        self._price_cache: dict[int, dict[str, int]] = {}
+        self._prices = PriceCache()
 
     # ------------------------------------------------------------------ registry
     @property
@@ -1515,7 +1515,7 @@ class BinanceAdapter:
         book's precisions, applied and delivered.
 
         Returns False, having changed nothing, for anything else (a book not live, a
-        gap or repeat, an open gap, other decimals than the book's, any malformed
+        gap or repeat, an open gap, more decimals than the book's, any malformed
         part): the general path then decodes, reports and resyncs as usual."""
         st = self._by_name.get(name) if type(name) is str else None
         if st is None or st.state is not _St.LIVE or st.gap is not None:
@@ -1537,31 +1537,20 @@ class BinanceAdapter:
         book = sync.book
         pp = book.price_precision
         qp = book.qty_precision
-        prices = self._prices(pp)
+        prices = self._prices.at(pp)
         bids: list[tuple[int, int]] = []
         asks: list[tuple[int, int]] = []
-        try:
-            for side, out_side in ((d.get("b"), bids), (d.get("a"), asks)):
-                if type(side) is not list:
+        for side, out_side in ((d.get("b"), bids), (d.get("a"), asks)):
+            if type(side) is not list:
+                return False
+            for level in side:
+                if type(level) is not list or len(level) != 2:
                     return False
-                for level in side:
-                    if type(level) is not list or len(level) != 2:
-                        return False
-                    text, qty_text = level
-                    price = prices.get(text)
-                    if price is None:
-                        price = fixed_exact(text, pp)
-                        if price is None:
-                            return False
-                        if len(prices) >= CACHE_LIMIT:
-                            prices.clear()
-                        prices[text] = price
-                    qty = fixed_exact(qty_text, qp)
-                    if qty is None:
-                        return False
-                    out_side.append((price, qty))
-        except TypeError:  # an unhashable price
-            return False
+                price = fixed_plain_cached(prices, level[0], pp)
+                qty = fixed_plain(level[1], qp)
+                if price is None or qty is None:
+                    return False
+                out_side.append((price, qty))
         if not sync.apply_live(first, last, bids, asks):
             return False
         self.stats.fast_frames += 1
@@ -1570,13 +1559,6 @@ class BinanceAdapter:
         st.seen_ts_ns = ts
         self._delivered(st, book, ts, last, Levels(bids, pp, qp), Levels(asks, pp, qp), now, out)
         return True
-
-    def _prices(self, precision: int) -> dict[str, int]:
-        """The parsed-price cache for one price precision (book prices repeat)."""
-        cache = self._price_cache.get(precision)
-        if cache is None:
-            cache = self._price_cache[precision] = {}
-        return cache
 
     def _on_trade(self, st: _Stream, t: p.TradeMsg, now: Now, out: Step) -> None:
         check = st.trades

@@ -71,7 +71,7 @@ from gapless.venues.base import (
     StreamSpec,
 )
 from gapless.venues.kraken import protocol as p
-from gapless.venues.numbers import parse_decimal, parse_fixed, parse_fixed_cached
+from gapless.venues.numbers import PriceCache, parse_decimal, parse_fixed, parse_fixed_cached
 
 __all__ = ["KrakenAdapter", "KrakenOptions", "StreamCounters"]
 
@@ -218,7 +218,7 @@ class KrakenAdapter:
         self.bad_frames = 0
         self.frames = 0
         self._shut = False
-        self._price_cache: dict[int, dict[str, int]] = {}  # precision -> text -> scaled
+        self._prices = PriceCache()
 
     # ------------------------------------------------------------------ registry
     @property
@@ -901,7 +901,7 @@ class KrakenAdapter:
             return False
         pp = book.price_precision
         qp = book.qty_precision
-        prices = self._prices(pp)
+        prices = self._prices.at(pp)
         try:
             ts_ns = p.parse_rfc3339_ns(item["timestamp"])
             bids = [
@@ -935,15 +935,8 @@ class KrakenAdapter:
     ) -> list[tuple[int, int]]:
         pp = book.price_precision
         qp = book.qty_precision
-        prices = self._prices(pp)
+        prices = self._prices.at(pp)
         return [(parse_fixed_cached(prices, pr, pp), parse_fixed(q, qp)) for pr, q in levels]
-
-    def _prices(self, precision: int) -> dict[str, int]:
-        """The parsed-price cache for one price precision (book prices repeat)."""
-        cache = self._price_cache.get(precision)
-        if cache is None:
-            cache = self._price_cache[precision] = {}
-        return cache
 
     def _apply_snapshot(
         self, st: _Stream, book: Book, entry: p.BookEntry, now: Now, out: Step

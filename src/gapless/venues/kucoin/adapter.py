@@ -194,7 +194,7 @@ from gapless.venues.kucoin.sync import (
     SyncResult,
     SyncState,
 )
-from gapless.venues.numbers import fixed_upto
+from gapless.venues.numbers import fixed_plain
 from gapless.venues.seqsync import pick_snapshot_owner
 
 __all__ = ["KucoinAdapter", "KucoinOptions", "RestBudgetSpec", "StreamCounters"]
@@ -358,6 +358,20 @@ class _L2:
         self.fixed_window: tuple[Window, int, int | None, int | None] | None = None
         self.held: tuple[Window, int | None] | None = None  # snapshot held by Pending
         self.last_msg_ms: int | None = None  # newest update fed while calibrating
+
+    def bounds(self, precision: int) -> tuple[int | None, int | None]:
+        """The window's floor and ceiling scaled at ``precision`` (kept until the
+        window or the precision changes: the hot path asks on every message)."""
+        fw = self.fixed_window
+        if fw is None or fw[0] is not self.window or fw[1] != precision:
+            lo, hi = self.window
+            fw = self.fixed_window = (
+                self.window,
+                precision,
+                None if lo is None else int(lo.scaleb(precision)),
+                None if hi is None else int(hi.scaleb(precision)),
+            )
+        return fw[2], fw[3]
 
     def reset(self) -> None:
         self.sync.reset()
@@ -1356,36 +1370,31 @@ class KucoinAdapter:
     @staticmethod
     def _trim_all(l2: _L2) -> None:
         """Drop every level outside the verified window (after a calibration)."""
-        floor, ceiling = l2.window
         book = l2.book
-        pp = book.price_precision
+        f, c = l2.bounds(book.price_precision)
         n = len(book)
         bids: list[tuple[int, int]] = []
         asks: list[tuple[int, int]] = []
-        if floor is not None:
-            f = int(floor.scaleb(pp))
+        if f is not None:
             bids = [(px, 0) for px, _ in book.bids_fixed(n) if px < f]
-        if ceiling is not None:
-            c = int(ceiling.scaleb(pp))
+        if c is not None:
             asks = [(px, 0) for px, _ in book.asks_fixed(n) if px > c]
         if bids or asks:
             book.apply(bids, asks)
 
     @staticmethod
-    def _split_applied(window: Window, r: Applied) -> tuple[_Fixed, _Fixed, _Fixed, _Fixed]:
-        """``r``'s levels inside ``window`` (bids, asks: what a BookUpdate shows) and
-        the removals of the levels it set outside it (bids, asks)."""
-        floor, ceiling = window
+    def _split_applied(l2: _L2, r: Applied) -> tuple[_Fixed, _Fixed, _Fixed, _Fixed]:
+        """``r``'s levels inside ``l2``'s window (bids, asks: what a BookUpdate shows)
+        and the removals of the levels it set outside it (bids, asks)."""
+        f, c = l2.bounds(r.price_precision)
         bids = list(r.bids)
         asks = list(r.asks)
         drop_b: _Fixed = []
         drop_a: _Fixed = []
-        if floor is not None:
-            f = int(floor.scaleb(r.price_precision))
+        if f is not None:
             drop_b = [(px, 0) for px, q in bids if px < f and q]
             bids = [lv for lv in bids if lv[0] >= f]
-        if ceiling is not None:
-            c = int(ceiling.scaleb(r.price_precision))
+        if c is not None:
             drop_a = [(px, 0) for px, q in asks if px > c and q]
             asks = [lv for lv in asks if lv[0] <= c]
         return bids, asks, drop_b, drop_a
@@ -1393,21 +1402,20 @@ class KucoinAdapter:
     @classmethod
     def _trim_applied(cls, l2: _L2, r: Applied) -> tuple[_Fixed, _Fixed]:
         """The applied levels inside the window; those outside are removed again."""
-        bids, asks, drop_b, drop_a = cls._split_applied(l2.window, r)
+        bids, asks, drop_b, drop_a = cls._split_applied(l2, r)
         if drop_b or drop_a:
             l2.book.apply(drop_b, drop_a)
         return bids, asks
 
     @staticmethod
-    def _trimmed_base(window: Window, base: _Base) -> tuple[Levels, Levels]:
-        """A snapshot as loaded, trimmed to ``window`` as :meth:`_trim_all` trims the book."""
+    def _trimmed_base(l2: _L2, base: _Base) -> tuple[Levels, Levels]:
+        """A snapshot as loaded, trimmed to ``l2``'s window as :meth:`_trim_all` trims
+        the book."""
         bids, asks, pp, qp = base
-        floor, ceiling = window
-        if floor is not None:
-            f = int(floor.scaleb(pp))
+        f, c = l2.bounds(pp)
+        if f is not None:
             bids = [lv for lv in bids if lv[0] >= f]
-        if ceiling is not None:
-            c = int(ceiling.scaleb(pp))
+        if c is not None:
             asks = [lv for lv in asks if lv[0] <= c]
         return Levels(bids, pp, qp), Levels(asks, pp, qp)
 
@@ -1458,7 +1466,7 @@ class KucoinAdapter:
         else:
             seq = res.snapshot_seq
             ts_ns = (snap_ms if snap_ms is not None else applied[0][1]) * 1_000_000
-            levels = self._trimmed_base(l2.window, base)
+            levels = self._trimmed_base(l2, base)
         gap = st.gap
         if gap is not None and gap.first_seq is not None and seq < gap.first_seq:
             st.gap = None  # the new book starts where the old one ended: nothing missed
@@ -1466,9 +1474,8 @@ class KucoinAdapter:
         else:
             self._close_gap(st, ts_ns, now, out, last_seq=seq)
         self._emit_snapshot(st, l2, seq, ts_ns, now, out, levels)
-        window = l2.window
         for r, time_ms in applied:
-            bids, asks, _, _ = self._split_applied(window, r)
+            bids, asks, _, _ = self._split_applied(l2, r)
             pp, qp = r.price_precision, r.qty_precision
             self._deliver_l2(st, l2, r.last_seq, time_ms * 1_000_000, bids, asks, pp, qp, now, out)
 
@@ -1593,16 +1600,7 @@ class KucoinAdapter:
         book = l2.sync.book
         pp = book.price_precision
         qp = book.qty_precision
-        fw = l2.fixed_window
-        if fw is None or fw[0] is not l2.window or fw[1] != pp:
-            lo, hi = l2.window
-            fw = l2.fixed_window = (
-                l2.window,
-                pp,
-                None if lo is None else int(lo.scaleb(pp)),
-                None if hi is None else int(hi.scaleb(pp)),
-            )
-        floor, ceiling = fw[2], fw[3]
+        floor, ceiling = l2.bounds(pp)
         applied: list[list[tuple[int, int]]] = [[], []]
         shown: list[list[tuple[int, int]]] = [[], []]
         for k, key in enumerate(("bids", "asks")):
@@ -1613,8 +1611,8 @@ class KucoinAdapter:
                 if type(change) is not list or len(change) != 3:
                     return False
                 price_text, qty_text, entry = change
-                price = fixed_upto(price_text, pp)
-                qty = fixed_upto(qty_text, qp)
+                price = fixed_plain(price_text, pp)
+                qty = fixed_plain(qty_text, qp)
                 if price is None or qty is None:
                     return False
                 if type(entry) is str and 0 < len(entry) <= 18 and entry.isdigit():
