@@ -39,6 +39,7 @@ from gapless.events import (
     WatchdogFired,
     event_to_dict,
 )
+from gapless.observe.tasks import install_task_dump
 from gapless.venues.base import StreamSpec
 
 app = typer.Typer(
@@ -160,6 +161,7 @@ def demo(
             live.update(view.table(p))
 
     async def main() -> Any:
+        install_task_dump()
         return await run_demo(
             duration,
             seed,
@@ -328,6 +330,7 @@ def stream(
         raise typer.Exit(2) from None
 
     async def main() -> None:
+        install_task_dump()
         async with gapless.connect(
             *parsed, urls=urls, capture=str(capture) if capture else None
         ) as feed:
@@ -397,6 +400,7 @@ def sim(
     from gapless.sim import KrakenSim, Scenario, SimConfig
 
     async def main() -> None:
+        install_task_dump()
         cfg = SimConfig(
             seed=seed,
             symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from gapless.demo_private import (
     private_faults,
     run_bot,
 )
+from gapless.errors import GaplessError
 from gapless.events import (
     ConnectionState,
     DeadMansSwitch,
@@ -50,6 +52,7 @@ from gapless.events import (
     OrderUpdate,
     Reconciled,
 )
+from gapless.observe.tasks import dump_tasks
 from gapless.runtime.backoff import BackoffPolicy
 from gapless.runtime.clock import loop_anchored_wall_clock
 from gapless.runtime.feed import Feed, connect
@@ -78,10 +81,13 @@ from gapless.venues.kucoin.adapter import KucoinOptions
 __all__ = [
     "DEMO_VENUES",
     "DemoResult",
+    "DemoStuck",
     "demo_client_options",
     "demo_venue_options",
     "run_demo",
 ]
+
+_log = logging.getLogger(__name__)
 
 DEMO_VENUES = ("kraken", "binance", "kucoin")
 DEFAULT_SYMBOLS = ("BTC/USD", "ETH/USD", "ALGO/USD")
@@ -230,10 +236,101 @@ async def run_demo(
     progress: Callable[[dict[str, Any]], None] | None = None,
     converge_timeout_s: float = 20.0,
     private: bool = False,
+    shutdown_timeout_s: float = 120.0,
 ) -> DemoResult:
     """Run the demo. ``symbols`` are Kraken's; ``venue_symbols`` overrides the
     others'. ``min_faults`` is the Kraken schedule's minimum; Binance and KuCoin
-    get at least ``max(4, min_faults // 2)`` each (more while the run has room)."""
+    get at least ``max(4, min_faults // 2)`` each (more while the run has room).
+
+    Everything after the market stops (quiesce, converge, closing the client
+    and the simulators) must finish within ``shutdown_timeout_s``; past it the
+    pending asyncio tasks and their stacks are written to stderr and
+    :class:`DemoStuck` is raised, so a wedged shutdown is reported, not waited on.
+    """
+    watch = _ShutdownWatch(shutdown_timeout_s)
+    try:
+        return await _run(
+            watch,
+            duration_s,
+            seed,
+            venues=venues,
+            symbols=symbols,
+            venue_symbols=venue_symbols,
+            depth=depth,
+            scenario=scenario,
+            min_faults=min_faults,
+            tick_rate_hz=tick_rate_hz,
+            truth_path=truth_path,
+            capture=capture,
+            progress=progress,
+            converge_timeout_s=converge_timeout_s,
+            private=private,
+        )
+    except asyncio.CancelledError:
+        if watch.fired:
+            raise DemoStuck(
+                f"the demo did not shut down within {shutdown_timeout_s:g} s after the "
+                "market stopped (pending tasks written to stderr)"
+            ) from None
+        raise
+    finally:
+        watch.disarm()
+
+
+class DemoStuck(GaplessError):
+    """The demo's shutdown overran its deadline (a bug: every wait is bounded)."""
+
+
+class _ShutdownWatch:
+    """A loop timer armed when the market stops: if the run is still going
+    when it fires, dump the pending tasks and cancel the run's task."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.fired = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is None or self._handle is not None:
+            return
+
+        def fire() -> None:
+            self.fired = True
+            _log.error(
+                "demo: shutdown still running %.0f s after the market stopped; pending tasks:",
+                self.timeout_s,
+            )
+            dump_tasks(loop)
+            task.cancel()
+
+        self._handle = loop.call_later(self.timeout_s, fire)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+async def _run(
+    watch: _ShutdownWatch,
+    duration_s: float,
+    seed: int,
+    *,
+    venues: Sequence[str],
+    symbols: tuple[str, ...],
+    venue_symbols: Mapping[str, tuple[str, ...]] | None,
+    depth: int,
+    scenario: Scenario | None,
+    min_faults: int,
+    tick_rate_hz: float,
+    truth_path: str | None,
+    capture: str | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+    converge_timeout_s: float,
+    private: bool,
+) -> DemoResult:
     venues = tuple(dict.fromkeys(venues))
     unknown = [v for v in venues if v not in DEMO_VENUES]
     if unknown or not venues:
@@ -340,6 +437,7 @@ async def run_demo(
                     await asyncio.sleep(min(0.5, max(0.0, duration_s - elapsed)))
                     if progress is not None:
                         progress(_progress(feed, sims, events, elapsed))
+                watch.arm()
                 stop_bot.set()
                 if bot is not None:
                     await bot
