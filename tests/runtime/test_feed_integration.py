@@ -392,3 +392,25 @@ async def test_connection_attempts_are_paced_by_the_venue_budget() -> None:
     assert dials <= 2 + 0.1 * 17 + 1
     assert not [r for r in sim.truth if r.get("k") == "violation"]
     assert not [r for r in sim.truth if r.get("k") == "refused"]
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("steps", range(0, 40, 2))
+async def test_closing_as_a_session_ends_on_its_own_still_stops_the_feed(steps: int) -> None:
+    """The venue drops the connection and the feed is closed in the same moment.
+
+    A cancellation that lands just as the session's own end ripples through its
+    TaskGroup is absorbed there (the children's error takes priority over the
+    parent's CancelledError). The supervisor must still stop, not dial again and
+    wait in a new session forever. ``steps`` sweeps the close across the loop
+    iterations that follow the drop."""
+    async with _sim() as sim:
+        kopts, ropts = _opts(sim.url)
+        async with gapless.connect(kraken.trades("BTC/USD"), kraken=kopts, runtime=ropts) as feed:
+            await _wait_for(lambda: feed.supervisors[0].state.value == "LIVE")
+            await sim.inject(Fault.make("abort"))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            async with asyncio.timeout(10.0):
+                await feed.aclose()
+    assert feed.supervisors[0].state.value == "CLOSED"

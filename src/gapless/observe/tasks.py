@@ -28,11 +28,15 @@ def dump_tasks(loop: asyncio.AbstractEventLoop | None = None, file: TextIO | Non
     buf = io.StringIO()
     buf.write(f"--- {len(tasks)} asyncio tasks ---\n")
     for task in tasks:
-        buf.write(f"* {task.get_name()}\n")
+        # cancelling(): cancellation requests not yet taken back (a task that keeps
+        # running with one pending has swallowed a CancelledError somewhere)
+        buf.write(f"* {task.get_name()} (cancel requests pending: {task.cancelling()})\n")
         lines = _await_chain(task.get_coro())
         waiter = getattr(task, "_fut_waiter", None)  # the future the task is parked on
         if waiter is not None and lines and "FutureIter" in lines[-1]:
             lines[-1] = f"awaiting {waiter!r}"[:300]
+        elif waiter is not None:
+            lines.append(f"parked on {waiter!r}"[:300])
         for line in lines:
             buf.write(f"    {line}\n")
     buf.write("--- end of tasks ---\n")

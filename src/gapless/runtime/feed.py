@@ -61,6 +61,8 @@ VENUES = ("kraken", "binance", "kucoin")
 
 #: events ``Feed._emit`` does more with than queueing them
 _EMIT_SPECIAL = frozenset({DeadMansSwitch, OrderResponse})
+# closing: how long a cancelled supervisor task gets before it is cancelled again
+_RECANCEL_S = 1.0
 
 #: ``urls`` keys: the WebSocket endpoint per venue, plus REST bases.
 URL_KEYS = {
@@ -364,11 +366,22 @@ class Feed:
         ]
         if closers:
             await asyncio.gather(*closers, return_exceptions=True)
+        for sup in self.supervisors:
+            sup.stop()
         for t in self._tasks:
             t.cancel()
-        if self._tasks:
-            # failures stay in the tasks: the TaskGroup re-raises them from __aexit__
-            await asyncio.wait(self._tasks)
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            # failures stay in the tasks: the TaskGroup re-raises them from __aexit__.
+            # A cancellation can be absorbed by a session's TaskGroup when it lands as
+            # the session ends on its own; the stop flag ends the supervisor's loop at
+            # its next turn, and cancelling again reaches a session it opened meanwhile.
+            _, pending = await asyncio.wait(pending, timeout=_RECANCEL_S)
+            for t in pending:
+                log.warning(
+                    "%s: still running after being cancelled; cancelling again", t.get_name()
+                )
+                t.cancel()
         now = Now(asyncio.get_running_loop().time(), self.runtime.wall_clock())
         for sup in self.supervisors:
             self._leftover.extend(sup.final_events(now))

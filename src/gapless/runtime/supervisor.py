@@ -270,6 +270,16 @@ class Supervisor:
         self._retry_handover_at = 0.0
         self._handover_streak = 0
         self._tg: asyncio.TaskGroup | None = None
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Mark the supervisor as stopping; the feed then cancels its task.
+
+        The flag, not the cancellation alone, is what ends :meth:`run`: a
+        cancellation that lands just as a session ends on its own is absorbed
+        by the session's TaskGroup (its children's errors take priority over
+        the parent's CancelledError), and the loop would otherwise dial again."""
+        self.stopping = True
 
     def request(self, op: str, spec: StreamSpec) -> None:
         """Queue a control request (bounded; applied in order once connected)."""
@@ -415,9 +425,14 @@ class Supervisor:
             # the TaskGroup owns a make-before-break successor's task
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                while True:
+                while not self.stopping:
                     await self._pace(delay)
+                    if self.stopping:
+                        break
                     delay = await self._dial_once()
+                # stopped, but the feed's cancellation was absorbed on the way: end
+                # as cancelled, which also cancels a make-before-break successor
+                raise asyncio.CancelledError
         except* GaveUp as group:
             raise group.exceptions[0] from None
         finally:
@@ -509,7 +524,7 @@ class Supervisor:
         link.ws = ws
         self._primary = link
         end = await self._session(link)
-        while (successor := await self._after_session(link, end)) is not None:
+        while not self.stopping and (successor := await self._after_session(link, end)):
             link = successor
             assert link.task is not None
             end = await link.task
@@ -517,6 +532,8 @@ class Supervisor:
         self.stats.last_close = end.reason
         self.backoff.connection_ended(end.live_for)
         await self._finish(link, end)
+        if self.stopping:
+            return 0.0
         self._check_give_up()
         if self.slow_reconnect:
             delay = self.backoff.failure_delay(maintenance=True)
