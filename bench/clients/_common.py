@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import resource
@@ -30,6 +31,7 @@ __all__ = [
     "end_note",
     "load_spec",
     "peak_rss_mb",
+    "run_loop",
     "wait_for_end",
 ]
 
@@ -149,6 +151,24 @@ class Recorder:
         if spec.latency_path is not None:
             with open(spec.latency_path, "w", encoding="utf-8") as fh:
                 json.dump(self.times, fh)
+
+
+def run_loop(main: Any) -> tuple[Any, str]:
+    """Run the coroutine ``main`` on the event loop ``BENCH_LOOP`` names: ``uvloop`` (the
+    default, when it is installed) or ``asyncio``. Returns its result and a note naming
+    the loop used. Only gapless and the floor call this: peers keep their own choice."""
+    want = os.environ.get("BENCH_LOOP", "uvloop")
+    if want not in ("uvloop", "asyncio"):
+        main.close()
+        raise SystemExit(f"BENCH_LOOP={want!r}: uvloop or asyncio")
+    if want == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main), "event loop: asyncio (uvloop is not installed)"
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main), f"event loop: uvloop {importlib.metadata.version('uvloop')}"
+    return asyncio.run(main), "event loop: asyncio"
 
 
 END_DONE = "done"

@@ -147,7 +147,8 @@ async def run(spec: _common.Spec) -> _common.Result:
 def main() -> int:
     spec = _common.load_spec()
     try:
-        result = asyncio.run(run(spec))
+        result, loop_note = _common.run_loop(run(spec))
+        result.notes.append(loop_note)
     except Exception as exc:  # a failed run is a result, never a silent crash
         result = _common.Result(client="gapless", version=gapless.__version__)
         result.error = f"{type(exc).__name__}: {exc}"
