@@ -690,7 +690,7 @@ def machine_info() -> dict[str, Any]:
 
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for name in ("websockets", "picows", "orjson", "msgspec"):
+    for name in ("websockets", "picows", "orjson", "msgspec", "uvloop"):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

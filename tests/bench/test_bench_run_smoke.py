@@ -41,6 +41,8 @@ def test_quick_harness_run_writes_the_result_shape(tmp_path: Path) -> None:
     for key in ("msgs_per_s", "cpu_s_per_million", "rss_mb", "p50_ms", "p99_ms"):
         assert isinstance(w1[key], int | float), key
         assert w1[key] > 0, key
+    # the loop each run used is reported (uvloop comes with the bench extra)
+    assert any(n.startswith("event loop: ") for n in w1["notes"]), w1["notes"]
     floor = report["workloads"]["W5"]["floor"]
     assert floor["ok"] is True
     assert floor["msgs_per_s"] > 0

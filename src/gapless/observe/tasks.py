@@ -1,7 +1,8 @@
 """What is a live process waiting for? Dump every asyncio task's stack.
 
 ``install_task_dump()`` makes SIGUSR1 print each pending task of the running
-loop, with the frame it is suspended in, to stderr (or ``file``). The CLI
+loop, with its chain of frames down to the future it is parked on, to stderr
+(or ``file``). The CLI
 installs it for every long-running command, so a run that seems stuck can be
 asked ``kill -USR1 <pid>`` without stopping it. ``py-spy`` shows threads, not
 the coroutines parked in the event loop; this shows those.
@@ -28,8 +29,9 @@ def dump_tasks(loop: asyncio.AbstractEventLoop | None = None, file: TextIO | Non
     buf = io.StringIO()
     buf.write(f"--- {len(tasks)} asyncio tasks ---\n")
     for task in tasks:
-        # cancelling(): cancellation requests not yet taken back (a task that keeps
-        # running with one pending has swallowed a CancelledError somewhere)
+        # cancelling(): cancellation requests not taken back. A running task with one
+        # pending may have absorbed a CancelledError; a hint, not proof (on 3.11 a
+        # TaskGroup whose child failed also leaves one behind on its parent)
         buf.write(f"* {task.get_name()} (cancel requests pending: {task.cancelling()})\n")
         lines = _await_chain(task.get_coro())
         waiter = getattr(task, "_fut_waiter", None)  # the future the task is parked on
