@@ -101,6 +101,9 @@ WRITE_LOW = 1 << 20
 HEARTBEAT_S = 1.0
 WARMUP_TIMEOUT_S = 180.0  # the slowest peer paces 50 snapshots over tens of seconds
 WARMUP_SETTLE_S = 0.5  # the client applies its snapshots and buffered updates
+# warm-up book messages per book: ccxt (KuCoin snapshotDelay) asks for a book's REST
+# snapshot only once it has cached 5 of its deltas; with one each, it would never ask
+WARMUP_UPDATES_PER_BOOK = 8
 MAX_ERRORS = 1000
 KUCOIN_PING_INTERVAL_MS = 18_000
 KUCOIN_PING_TIMEOUT_MS = 10_000
@@ -606,18 +609,21 @@ class BenchServer:
             self._maybe_finish()
 
     async def _warm_up(self) -> int:
-        """Send messages until every book had one update, wait (up to
+        """Send messages until every book had ``WARMUP_UPDATES_PER_BOOK`` updates, wait (up to
         ``WARMUP_TIMEOUT_S``) until every book was served its REST snapshot, let the
         client settle, and return where the measured run starts. The warm-up
         messages are not counted in ``updates_sent``/``trades_sent`` nor timed in
         ``send_mono_ns`` (``warmup_messages`` says how many the client got first)."""
         order = self._order
-        seen: set[int] = set()
+        per_book: dict[int, int] = {}
+        done = 0
         k = 0
         n = len(self.traffic.pairs)
-        while k < len(order) and len(seen) < n:
+        while k < len(order) and done < n:
             if order[k] == T.BOOK:
-                seen.add(self._msg_sym[k])
+                sym = self._msg_sym[k]
+                per_book[sym] = c = per_book.get(sym, 0) + 1
+                done += c == WARMUP_UPDATES_PER_BOOK
             k += 1
         t0 = time.monotonic()
         self._send_range(0, k)

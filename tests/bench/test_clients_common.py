@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "clients"))
 
-import _common  # noqa: E402
+import _common
 
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
