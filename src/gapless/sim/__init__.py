@@ -20,6 +20,10 @@ the client cannot hide.
         sim.final_books(), sim.truth, sim.stats
         sim.final_orders(), sim.final_balances()  # the private side (demo account)
 
+Transport faults (latency, bandwidth, blackhole, reset, slicer, limit-data)
+come from :class:`FaultProxy` (:mod:`gapless.sim.proxy`) placed between a
+client and any simulator.
+
 See :mod:`gapless.sim.kraken` for the wire behaviour, the ordering guarantee
 and the ground-truth record shapes, and :mod:`gapless.sim.faults` for fault
 kinds, scenario files and chaos generation.
@@ -57,6 +61,7 @@ from gapless.sim.kucoin import (
     KucoinSimStats,
 )
 from gapless.sim.market import DEFAULT_PAIRS, PairSpec
+from gapless.sim.proxy import FaultProxy, ProxyStats, Toxics
 
 __all__ = [
     "BINANCE_FAULT_KINDS",
@@ -76,6 +81,7 @@ __all__ = [
     "BinanceSimConfig",
     "BinanceSimStats",
     "Fault",
+    "FaultProxy",
     "KrakenSim",
     "KucoinSim",
     "KucoinSimConfig",
@@ -83,9 +89,11 @@ __all__ = [
     "MatchingEngine",
     "OrderRejected",
     "PairSpec",
+    "ProxyStats",
     "Scenario",
     "SimConfig",
     "SimStats",
+    "Toxics",
     "checksum_scaled",
     "checksum_text",
     "kraken_signature",
