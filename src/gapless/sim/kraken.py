@@ -636,7 +636,9 @@ class KrakenSim:
             return
         if self._market_task is not None:
             self._market_task.cancel()
-            await asyncio.wait([self._market_task])
+            _, pending = await asyncio.wait([self._market_task], timeout=drain_timeout_s)
+            if pending:
+                _log.warning("quiesce: the market task did not stop in %.1f s", drain_timeout_s)
             self._market_task = None
         self._quiesced = True
         for sym, st in self._syms.items():
