@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from harness import Run, assert_no_silent_loss, runtime_options
 
 import gapless
 from gapless import kraken
 from gapless.checker import check
 from gapless.demo import demo_client_options
 from gapless.events import Event, Gap
-from gapless.runtime.clock import loop_anchored_wall_clock
 from gapless.sim import KrakenSim, SimConfig
 from gapless.sim.proxy import FaultProxy
 
@@ -33,8 +32,7 @@ async def _until(pred: Any, limit_s: float = 10.0) -> None:
 
 @dataclass
 class _Run:
-    report: Any
-    events: list[Event]
+    run: Run  # the checked run, for harness.assert_no_silent_loss
     proxy: FaultProxy
     detected_s: float | None  # fault on -> the supervisor left LIVE (None: it never did)
     connects: int
@@ -48,8 +46,8 @@ async def _through_proxy(
     The checker classifies every event against the simulator's ground truth."""
     cfg = SimConfig(seed=seed, symbols=("BTC/USD",), tick_rate_hz=40.0)
     async with KrakenSim(cfg) as sim, FaultProxy(sim.port, seed=seed) as proxy:
-        kopts, ropts = demo_client_options(proxy.rewrite(sim.url))
-        ropts = dataclasses.replace(ropts, wall_clock=loop_anchored_wall_clock())
+        kopts, _ = demo_client_options(proxy.rewrite(sim.url))
+        ropts = runtime_options()
         events: list[Event] = []
         async with gapless.connect(
             kraken.book("BTC/USD"), kraken.trades("BTC/USD"), kraken=kopts, runtime=ropts
@@ -93,14 +91,9 @@ async def _through_proxy(
                 sim.truth, [*events, *feed.drain()], final_books=final, client_books=frozen
             )
             connects = sup.stats.connects
-    return _Run(report, events, proxy, detected_s, connects)
-
-
-def _nothing_lost(run: _Run) -> None:
-    assert run.report.lost == 0
-    assert run.report.duplicated == 0
-    assert run.report.unexpected == 0
-    assert run.report.books_equal, run.report.book_diffs
+        truth = list(sim.truth)
+    books = {"BTC/USD": frozen[("BTC/USD", 10)]}
+    return _Run(Run(report, events, truth, books), proxy, detected_s, connects)
 
 
 @pytest.mark.looptime
@@ -112,9 +105,9 @@ async def test_a_feed_behind_a_blackhole_detects_the_dead_link_and_loses_nothing
     assert run.detected_s is not None
     assert run.detected_s <= 4.0  # the demo options: 3 s without data or pong, plus slack
     assert run.proxy.stats.blackholed_bytes > 0
-    assert any(isinstance(e, Gap) for e in run.events)  # what the hole swallowed is declared
+    assert any(isinstance(e, Gap) for e in run.run.events)  # what the hole swallowed is declared
     assert run.connects >= 2
-    _nothing_lost(run)
+    assert_no_silent_loss(run.run)
 
 
 def _reset(p: FaultProxy) -> None:
@@ -137,8 +130,8 @@ async def test_cut_connections_reconnect_declare_and_lose_nothing(
     run = await _through_proxy(fault)
     assert run.proxy.stats.resets >= 1
     assert run.connects >= 2
-    assert any(isinstance(e, Gap) for e in run.events)
-    _nothing_lost(run)
+    assert any(isinstance(e, Gap) for e in run.run.events)
+    assert_no_silent_loss(run.run)
 
 
 @pytest.mark.looptime
@@ -159,5 +152,5 @@ async def test_slow_or_sliced_links_stay_connected_without_gaps(
     run = await _through_proxy(fault)
     assert run.connects == 1
     assert run.detected_s is None
-    assert not [e for e in run.events if isinstance(e, Gap)]
-    _nothing_lost(run)
+    assert not [e for e in run.run.events if isinstance(e, Gap)]
+    assert_no_silent_loss(run.run)

@@ -133,12 +133,12 @@ async def _read_twice(r: asyncio.StreamReader) -> None:
 async def test_reset_cuts_every_connection_with_rst() -> None:
     async with _setup() as (_sink, proxy):
         r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
-        await _until(lambda: proxy.stats.open == 1)
+        await _until(lambda: proxy.open_connections == 1)
         assert proxy.reset_all() == 1
         with pytest.raises(ConnectionResetError):
             await _read_twice(r)
         w.close()
-        await _until(lambda: proxy.stats.open == 0)
+        await _until(lambda: proxy.open_connections == 0)
     assert proxy.stats.resets == 1
 
 

@@ -72,7 +72,6 @@ class Toxics:
 @dataclass
 class ProxyStats:
     connections: int = 0  # accepted from clients
-    open: int = 0  # currently open
     upstream_failures: int = 0  # the simulator refused or was unreachable
     bytes_up: int = 0  # delivered client -> server
     bytes_down: int = 0  # delivered server -> client
@@ -167,6 +166,11 @@ class FaultProxy:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def open_connections(self) -> int:
+        """Proxied connections currently open."""
+        return len(self._pairs)
+
     def rewrite(self, url: str) -> str:
         """``url`` with its host and port replaced by the proxy's."""
         parts = urlsplit(url)
@@ -201,7 +205,6 @@ class FaultProxy:
             return
         pair = _Pair((reader, writer), upstream)
         self._pairs.add(pair)
-        self.stats.open += 1
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -215,7 +218,6 @@ class FaultProxy:
             pair.close()
             self._pairs.discard(pair)
             self._tasks.discard(task)
-            self.stats.open -= 1
 
     async def _pump(
         self,
