@@ -247,90 +247,6 @@ async def run_demo(
     pending asyncio tasks and their stacks are written to stderr and
     :class:`DemoStuck` is raised, so a wedged shutdown is reported, not waited on.
     """
-    watch = _ShutdownWatch(shutdown_timeout_s)
-    try:
-        return await _run(
-            watch,
-            duration_s,
-            seed,
-            venues=venues,
-            symbols=symbols,
-            venue_symbols=venue_symbols,
-            depth=depth,
-            scenario=scenario,
-            min_faults=min_faults,
-            tick_rate_hz=tick_rate_hz,
-            truth_path=truth_path,
-            capture=capture,
-            progress=progress,
-            converge_timeout_s=converge_timeout_s,
-            private=private,
-        )
-    except asyncio.CancelledError:
-        if watch.fired:
-            raise DemoStuck(
-                f"the demo did not shut down within {shutdown_timeout_s:g} s after the "
-                "market stopped (pending tasks written to stderr)"
-            ) from None
-        raise
-    finally:
-        watch.disarm()
-
-
-class DemoStuck(GaplessError):
-    """The demo's shutdown overran its deadline (a bug: every wait is bounded)."""
-
-
-class _ShutdownWatch:
-    """A loop timer armed when the market stops: if the run is still going
-    when it fires, dump the pending tasks and cancel the run's task."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.fired = False
-        self._handle: asyncio.TimerHandle | None = None
-
-    def arm(self) -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        if task is None or self._handle is not None:
-            return
-
-        def fire() -> None:
-            self.fired = True
-            _log.error(
-                "demo: shutdown still running %.0f s after the market stopped; pending tasks:",
-                self.timeout_s,
-            )
-            dump_tasks(loop)
-            task.cancel()
-
-        self._handle = loop.call_later(self.timeout_s, fire)
-
-    def disarm(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-async def _run(
-    watch: _ShutdownWatch,
-    duration_s: float,
-    seed: int,
-    *,
-    venues: Sequence[str],
-    symbols: tuple[str, ...],
-    venue_symbols: Mapping[str, tuple[str, ...]] | None,
-    depth: int,
-    scenario: Scenario | None,
-    min_faults: int,
-    tick_rate_hz: float,
-    truth_path: str | None,
-    capture: str | None,
-    progress: Callable[[dict[str, Any]], None] | None,
-    converge_timeout_s: float,
-    private: bool,
-) -> DemoResult:
     venues = tuple(dict.fromkeys(venues))
     unknown = [v for v in venues if v not in DEMO_VENUES]
     if unknown or not venues:
@@ -340,6 +256,8 @@ async def _run(
     syms = {**DEFAULT_VENUE_SYMBOLS, **(venue_symbols or {}), "kraken": tuple(symbols)}
     events: list[Event] = []
     async with contextlib.AsyncExitStack() as stack:
+        # entered first, left last: sees a cancellation of its own from any step
+        watch = stack.enter_context(_ShutdownWatch(shutdown_timeout_s))
         sims: dict[str, Any] = {}
         if "kraken" in venues:
             sims["kraken"] = await stack.enter_async_context(
@@ -510,6 +428,51 @@ async def _run(
         for v, st in sim_stats.items()
     }
     return DemoResult(summary=summary, events=events, truth=truth)
+
+
+class DemoStuck(GaplessError):
+    """The demo's shutdown overran its deadline (a bug: every wait is bounded)."""
+
+
+class _ShutdownWatch:
+    """A loop timer armed when the market stops: if the run is still going
+    when it fires, dump the pending tasks and cancel the run's task; on the
+    way out, that cancellation becomes :class:`DemoStuck`."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.fired = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> _ShutdownWatch:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, *_: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self.fired and et is not None and issubclass(et, asyncio.CancelledError):
+            raise DemoStuck(
+                f"the demo did not shut down within {self.timeout_s:g} s after the "
+                "market stopped (pending tasks written to stderr)"
+            ) from None
+
+    def arm(self) -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is None or self._handle is not None:
+            return
+
+        def fire() -> None:
+            self.fired = True
+            _log.error(
+                "demo: shutdown still running %.0f s after the market stopped; pending tasks:",
+                self.timeout_s,
+            )
+            dump_tasks(loop)
+            task.cancel()
+
+        self._handle = loop.call_later(self.timeout_s, fire)
 
 
 def _scenarios(
