@@ -60,6 +60,7 @@ __all__ = [
     "OrderResponse",
     "OrderUpdate",
     "Reconciled",
+    "SinkFailed",
     "Subscribed",
     "SubscriptionRejected",
     "Ticker",
@@ -367,6 +368,21 @@ class WatchdogFired(Event, frozen=True, kw_only=True):
     kind: str
     stream: str | None = None
     silent_for_s: float = 0.0
+
+
+class SinkFailed(Event, frozen=True, kw_only=True):
+    """Recording to ``sink`` (``"capture"``) failed and stopped; the feed itself runs on.
+
+    Emitted once per failure (the sink is not reopened). ``venue`` is ``"*"``:
+    the sink is shared by every connection. ``error`` names the errno and the
+    operation, e.g. ``"ENOSPC: No space left on device (write)"``. ``dropped``
+    counts the records lost at the failure (buffered, not written); records
+    offered later are counted by the sink (``feed.capture.dropped``)."""
+
+    sink: str
+    path: str
+    error: str
+    dropped: int = 0
 
 
 class OrderUpdate(Event, frozen=True, kw_only=True):

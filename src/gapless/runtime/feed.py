@@ -24,11 +24,12 @@ from typing import Any, Protocol, cast
 
 from gapless.book import Book, BookView
 from gapless.errors import ConfigError, FeedClosed, OrderRefused
-from gapless.events import DeadMansSwitch, Event, OrderResponse, OrderUpdate
+from gapless.events import DeadMansSwitch, Event, OrderResponse, OrderUpdate, SinkFailed
 from gapless.runtime.backoff import TokenBucket
 from gapless.runtime.fastqueue import FastQueue
-from gapless.runtime.rest import RestBudget, RestClient
+from gapless.runtime.rest import RestBudget, RestClient, RestOptions
 from gapless.runtime.supervisor import RuntimeOptions, Supervisor
+from gapless.runtime.transport import TransportOptions
 from gapless.secrets import CREDENTIALS_FILE_ENV, Credentials
 from gapless.sinks.capture import CaptureWriter
 from gapless.venues.base import Now, StreamSpec, VenueAdapter
@@ -237,6 +238,8 @@ class Feed:
                 self._place_private(spec, options.get(f"{spec.venue}_private"))
                 continue
             self._place(spec, options[spec.venue] or _default_options(spec.venue))
+        if any(a.venue != "kraken" or getattr(a, "needs_rest", False) for a in self._adapters):
+            _rest_options(self.runtime.transport)  # refuse a proxy REST cannot use, now
         self._capture_path = capture
         self.capture: CaptureWriter | None = None  # opened in __aenter__, not here
         self._answers: dict[tuple[str, int], asyncio.Future[OrderResponse]] = {}
@@ -299,14 +302,15 @@ class Feed:
     async def __aenter__(self) -> Feed:
         loop = asyncio.get_running_loop()
         if self._capture_path:
-            self.capture = CaptureWriter(self._capture_path)
+            # a failing disk is a SinkFailed event, never an error of the feed
+            self.capture = CaptureWriter(self._capture_path, on_failure=self._sink_failed)
             for creds in self.credentials.values():
                 for value in creds.secrets():
                     self.capture.redact(value)
         buckets: dict[str, TokenBucket] = {}
         budgets: dict[str, RestBudget] = {}
         if any(a.venue != "kraken" or getattr(a, "needs_rest", False) for a in self._adapters):
-            self._rest = RestClient()
+            self._rest = RestClient(_rest_options(self.runtime.transport))
             await self._rest.__aenter__()
         counts: dict[str, int] = {}
         for adapter in self._adapters:
@@ -395,6 +399,46 @@ class Feed:
                 self._leftover.append(sup.closed_event)
         if self.capture is not None:
             self.capture.close()
+
+    def _sink_failed(self, writer: CaptureWriter) -> None:
+        """The capture failed (called once, synchronously, from whichever write
+        hit the error): log it and deliver one :class:`SinkFailed` without ever
+        blocking the caller (a socket reader) or raising into it."""
+        error = writer.error or "unknown error"
+        log.error(
+            "capture to %s failed: %s; capture stopped (%d records dropped), the feed goes on",
+            writer.path,
+            error,
+            writer.dropped,
+        )
+        ev = SinkFailed(
+            venue="*",
+            local_ts_ns=self.runtime.wall_clock(),
+            sink="capture",
+            path=str(writer.path),
+            error=error,
+            dropped=writer.dropped,
+        )
+        if self._emit_nowait(ev):
+            return
+        if self._closed or self._tg is None:
+            self._leftover.append(ev)  # read after close, or by drain()
+            return
+        # the consumer lags: deliver it when there is room, from a task the
+        # TaskGroup owns (cancelled by _stop, which then keeps the event)
+        try:
+            task = self._tg.create_task(self._emit_late(ev), name="gapless.sink_failed")
+        except RuntimeError:  # the TaskGroup is shutting down (a supervisor failed)
+            self._leftover.append(ev)
+            return
+        self._tasks.append(task)
+
+    async def _emit_late(self, ev: Event) -> None:
+        try:
+            await self._emit(ev)
+        except asyncio.CancelledError:
+            self._leftover.append(ev)
+            raise
 
     def _emit_nowait(self, ev: Event) -> bool:
         """Queue ``ev`` at once if the consumer has room and nothing else is
@@ -649,6 +693,21 @@ def _dec(value: Any, name: str) -> Decimal:
     if not dec.is_finite():
         raise ConfigError(f"{name} must be finite")
     return dec
+
+
+def _rest_options(transport: TransportOptions) -> RestOptions:
+    """REST follows the WebSocket's explicit settings: the same TLS context (a
+    private CA) and the same proxy, so no request bypasses a configured proxy.
+    aiohttp tunnels through ``http://`` and ``https://`` proxies only: any other
+    proxy is refused rather than letting REST go direct."""
+    proxy = transport.proxy
+    if proxy is not None and not proxy.lower().startswith(("http://", "https://")):
+        scheme = proxy.split("://", 1)[0]
+        raise ConfigError(
+            f"TransportOptions.proxy: REST requests cannot use a {scheme!r} proxy "
+            "(http:// and https:// only), and would otherwise bypass it"
+        )
+    return RestOptions(ssl_context=transport.ssl_context, proxy=proxy)
 
 
 def _has_room(sup: Supervisor, adapter: FeedAdapter) -> bool:
