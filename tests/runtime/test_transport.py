@@ -482,6 +482,59 @@ async def test_server_pings_are_answered(backend: str) -> None:
     assert conn.closed == Closed(1000, "")
 
 
+async def test_our_ping_returns_when_the_pong_arrives(backend: str) -> None:
+    """ping() is the watchdog's half-open probe: it resolves on the peer's pong,
+    and a closed connection is a TransportError (not a hang)."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("ready")
+        await _wait_closed(ws)
+
+    async with _server(handler, ping_interval=None) as (_, port):
+        conn = await open_connection(f"ws://127.0.0.1:{port}/", _opts(backend))
+        frames = conn.frames()
+        assert await anext(frames) == "ready"
+        pump = asyncio.create_task(_drain(conn))  # the reader runs, as the supervisor's does
+        for _ in range(3):
+            async with asyncio.timeout(2.0):
+                await conn.ping()
+        conn.abort()
+        await pump
+        with pytest.raises(TransportError):
+            async with asyncio.timeout(2.0):
+                await conn.ping()
+
+
+async def test_our_ping_waits_while_the_peer_is_silent(backend: str) -> None:
+    """A peer that never answers (a raw TCP server that completed the handshake and
+    then discards every byte) never pongs: ping() only ends by the caller's deadline."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await writer.drain()
+        while await reader.read(4096):  # half-open: bytes go nowhere, nothing answers
+            pass
+
+    async with _tcp_server(handler) as port:
+        conn = await open_connection(f"ws://127.0.0.1:{port}/", _opts(backend))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await conn.ping()
+        conn.abort()
+
+
 @contextlib.asynccontextmanager
 async def _connect_proxy() -> AsyncIterator[tuple[int, list[bytes]]]:
     """A minimal HTTP CONNECT proxy; yields its port and the CONNECT targets seen."""

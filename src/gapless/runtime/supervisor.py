@@ -12,7 +12,9 @@ Per dial, three tasks run in one TaskGroup:
   delivers its events (backpressure from a slow consumer stops here, never at
   the socket).
 - **watchdog**: dead-peer timer over *any* frame; on expiry the socket is
-  aborted.
+  aborted. A link silent for ``probe_after_s`` is pinged (WebSocket ping); no
+  frame at all within ``probe_timeout_s`` is a dead peer too, so a half-open
+  link is noticed even where the venue's own keepalive is slow.
 
 **Make-before-break** (:mod:`gapless.runtime.handover`): when the adapter
 flags a planned close (``planned_reconnect``, e.g. Binance ``serverShutdown``
@@ -37,7 +39,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 from gapless.errors import (
     ConfigError,
@@ -73,6 +75,12 @@ class RuntimeOptions:
     transport: TransportOptions = field(default_factory=TransportOptions)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     dead_after_s: float = 10.0
+    #: half-open links: after this much silence (no frame at all) the watchdog sends a
+    #: WebSocket ping; no frame within ``probe_timeout_s`` after it is a dead peer. It
+    #: notices a dead link on venues whose own keepalive is slow (KuCoin's ~28 s,
+    #: Binance's 65 s floor) in ``probe_after_s + probe_timeout_s``. None disables.
+    probe_after_s: float | None = 5.0
+    probe_timeout_s: float = 5.0
     queue_size: int = 10_000
     #: what the reader does when the processing queue is full: ``"resync"`` (the
     #: default, design.md §3: keep reading, drop, declare a gap and resync, so pongs
@@ -99,6 +107,10 @@ class RuntimeOptions:
             )
         if self.queue_size < 1:
             raise ConfigError("RuntimeOptions.queue_size must be at least 1")
+        if (self.probe_after_s is not None and self.probe_after_s <= 0) or (
+            self.probe_timeout_s <= 0
+        ):
+            raise ConfigError("RuntimeOptions.probe_after_s and probe_timeout_s must be > 0")
 
 
 @dataclass(slots=True)
@@ -887,23 +899,51 @@ class Supervisor:
         # a venue whose keepalive is slower than our timer sets a floor (KuCoin pings
         # every ~18 s; Binance's server pings are answered inside the transport)
         dead_after = max(self.options.dead_after_s, link.adapter.min_dead_after_s)
-        tick = min(1.0, dead_after / 4)
+        probe_after = self.options.probe_after_s
+        tick = min(1.0, dead_after / 4, probe_after / 2 if probe_after is not None else 1.0)
         while True:
             await asyncio.sleep(tick)
             if link.held_back:
                 continue
             silent = loop.time() - link.last_frame
             if silent > dead_after:
-                self.stats.dead_peer += 1
-                link.ws.abort()
-                ev = WatchdogFired(
-                    venue=link.adapter.venue,
-                    local_ts_ns=self.options.wall_clock(),
-                    conn=link.conn,
-                    kind="dead_peer",
-                    silent_for_s=silent,
+                self._dead_peer(link, silent, f"dead peer: no frame for {silent:.1f} s")
+            if probe_after is not None and silent > probe_after:
+                await self._probe(link, silent)
+
+    async def _probe(self, link: _Link, silent: float) -> None:
+        """A silent link: ping it; no frame at all (pong or data) within
+        ``probe_timeout_s`` ends the session as a dead peer (a half-open link)."""
+        assert self._loop is not None
+        assert link.ws is not None
+        sent = self._loop.time()
+        timeout = self.options.probe_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await link.ws.ping()
+        except TimeoutError:
+            if link.last_frame < sent:
+                silent = self._loop.time() - link.last_frame
+                self._dead_peer(
+                    link,
+                    silent,
+                    f"dead peer: no pong within {timeout:g} s after {silent:.1f} s of silence",
                 )
-                raise _Ended(f"dead peer: no frame for {silent:.1f} s", [ev])
+        except TransportError:
+            pass  # the connection is ending: the reader reports how
+
+    def _dead_peer(self, link: _Link, silent: float, reason: str) -> NoReturn:
+        assert link.ws is not None
+        self.stats.dead_peer += 1
+        link.ws.abort()
+        ev = WatchdogFired(
+            venue=link.adapter.venue,
+            local_ts_ns=self.options.wall_clock(),
+            conn=link.conn,
+            kind="dead_peer",
+            silent_for_s=silent,
+        )
+        raise _Ended(reason, [ev])
 
     async def _rest_worker(self, link: _Link, queue: FastQueue[_Item]) -> None:
         assert link.rest_calls is not None

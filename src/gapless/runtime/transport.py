@@ -185,6 +185,12 @@ class WsConnection(ABC):
     def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
 
+    @abstractmethod
+    async def ping(self) -> None:
+        """Send a WebSocket ping and return when its pong arrives (RFC 6455 §5.5.2:
+        the peer must answer); the caller bounds the wait. :class:`TransportError`
+        if the connection is closed."""
+
 
 # --------------------------------------------------------------------------- websockets
 
@@ -237,6 +243,12 @@ class _WebsocketsConnection(WsConnection):
         transport = self._ws.transport
         if transport is not None:
             transport.abort()
+
+    async def ping(self) -> None:
+        try:
+            await (await self._ws.ping())
+        except ConnectionClosed as exc:
+            raise TransportError(f"ping on closed connection: {exc}") from None
 
 
 async def _open_websockets(
@@ -307,6 +319,7 @@ if HAVE_PICOWS:
     _BINARY: Final = picows.WSMsgType.BINARY
     _CONTINUATION: Final = picows.WSMsgType.CONTINUATION
     _CLOSE: Final = picows.WSMsgType.CLOSE
+    _PONG: Final = picows.WSMsgType.PONG
     _PICOWS_LOGGER: Final = _QuietLog(_PICOWS_LOG, {})
 
     # listener states
@@ -333,6 +346,7 @@ if HAVE_PICOWS:
             "closed",
             "disconnected",
             "ended",
+            "pong_waiter",
             "queue",
             "read_paused",
             "transport",
@@ -353,6 +367,7 @@ if HAVE_PICOWS:
             self._abort_timer: asyncio.TimerHandle | None = None
             self._write_waiter: asyncio.Future[None] | None = None
             self._reaper: asyncio.Task[None] | None = None
+            self.pong_waiter: asyncio.Future[None] | None = None
             self.transport: picows.WSTransport | None = None
             self.queue: deque[str | bytes] = deque()
             self._append = self.queue.append
@@ -415,7 +430,11 @@ if HAVE_PICOWS:
                 return frame.get_payload_as_bytes()
             if msg_type is _TEXT or msg_type is _BINARY or msg_type is _CONTINUATION:
                 return self._on_fragment(frame, msg_type)
-            return None  # an unsolicited pong (pings are answered by picows itself)
+            if msg_type is _PONG:  # the answer to ping(), or unsolicited
+                waiter = self.pong_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            return None  # (pings are answered by picows itself)
 
         def _wake_consumer(self) -> None:
             waiter = self.waiter
@@ -624,6 +643,22 @@ class _PicowsConnection(WsConnection):
 
     def abort(self) -> None:
         self._listener.abort()
+
+    async def ping(self) -> None:
+        listener = self._listener
+        transport = listener.transport
+        if transport is None or listener.ended or transport.is_disconnected:
+            raise TransportError("ping on closed connection")
+        waiter = listener.pong_waiter
+        if waiter is None or waiter.done():
+            waiter = listener.pong_waiter = asyncio.get_running_loop().create_future()
+            transport.send_ping(b"gapless")
+        # ends with the connection too (the watchdog's deadline bounds a silent peer)
+        done, _ = await asyncio.wait(
+            [waiter, listener.disconnected], return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            raise TransportError("ping on closed connection")
 
 
 async def _open_picows(
