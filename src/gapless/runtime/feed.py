@@ -707,7 +707,11 @@ def _rest_options(transport: TransportOptions) -> RestOptions:
             f"TransportOptions.proxy: REST requests cannot use a {scheme!r} proxy "
             "(http:// and https:// only), and would otherwise bypass it"
         )
-    return RestOptions(ssl_context=transport.ssl_context, proxy=proxy)
+    return RestOptions(
+        max_body_bytes=transport.max_rest_body_bytes,
+        ssl_context=transport.ssl_context,
+        proxy=proxy,
+    )
 
 
 def _has_room(sup: Supervisor, adapter: FeedAdapter) -> bool:

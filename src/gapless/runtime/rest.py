@@ -36,11 +36,25 @@ __all__ = ["RestBudget", "RestClient", "RestOptions", "RestResponse", "RestTooLa
 
 
 class RestTooLarge(ProtocolError):
-    """A REST body exceeded ``max_body_bytes``."""
+    """A REST body exceeded ``max_body_bytes`` (``limit``); reading stopped after
+    ``read`` bytes (the chunk that crossed the limit), so nothing larger was held."""
+
+    def __init__(self, message: str, *, limit: int = 0, read: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.read = read
 
 
 @dataclass(frozen=True, slots=True)
 class RestOptions:
+    """``timeout_s`` bounds each request; ``max_body_bytes`` (16 MiB: a 5000-level
+    Binance snapshot is about 0.3 MB) bounds each answer's body after
+    ``Content-Encoding`` decompression (aiohttp inflates in bounded steps, so a
+    gzip bomb is cut off after about one step past the limit). A bigger body
+    raises :class:`RestTooLarge`; the supervisor reports it as a ``BadFrame``
+    event and the adapter retries the call later. A feed takes it from
+    ``TransportOptions.max_rest_body_bytes``."""
+
     timeout_s: float = 10.0
     max_body_bytes: int = 16 * 1024 * 1024
     ssl_context: ssl.SSLContext | None = None
@@ -128,7 +142,9 @@ class RestClient:
                         size += len(chunk)
                         if size > opts.max_body_bytes:
                             raise RestTooLarge(
-                                f"{method} {url}: body larger than {opts.max_body_bytes} bytes"
+                                f"{method} {url}: body larger than {opts.max_body_bytes} bytes",
+                                limit=opts.max_body_bytes,
+                                read=size,
                             )
                         chunks.append(chunk)
                     result = RestResponse(

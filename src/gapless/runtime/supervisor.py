@@ -50,12 +50,12 @@ from gapless.errors import (
     OutboxFull,
     TransportError,
 )
-from gapless.events import ConnectionState, Event, Gap, WatchdogFired
+from gapless.events import BadFrame, ConnectionState, Event, Gap, WatchdogFired
 from gapless.runtime.backoff import Backoff, BackoffPolicy, TokenBucket
 from gapless.runtime.clock import WallClock, system_wall_clock
 from gapless.runtime.fastqueue import FastQueue
 from gapless.runtime.handover import PLANNED_DETAIL, Handover, Marks
-from gapless.runtime.rest import RestBudget, RestClient
+from gapless.runtime.rest import RestBudget, RestClient, RestTooLarge
 from gapless.runtime.state import ConnState, StateMachine
 from gapless.runtime.transport import TransportOptions, WsConnection, open_connection, safe_url
 from gapless.sinks.capture import CaptureWriter
@@ -977,6 +977,18 @@ class Supervisor:
             )
         except GaplessError as exc:
             self._record(link, "rest", method=call.method, url=url, data=str(exc))
+            if isinstance(exc, RestTooLarge):
+                # hostile input, not a network failure: an event (the adapter then
+                # treats the call as failed and asks again later)
+                bad = BadFrame(
+                    venue=link.adapter.venue,
+                    local_ts_ns=self.options.wall_clock(),
+                    conn=link.conn,
+                    reason=f"REST {call.method} {url}: body over max_rest_body_bytes {exc.limit}",
+                    size=exc.read,
+                    excerpt="",
+                )
+                await self._deliver(link, [bad])
             return RestResult(call.key, None, b"", error=str(exc))
         # token endpoints answer with secrets and signed calls carry signatures:
         # record that the call happened, not its body

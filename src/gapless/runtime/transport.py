@@ -136,7 +136,14 @@ _PICOWS_PROXY_SCHEMES: Final = ("http", "https", "socks4", "socks5")
 class TransportOptions:
     connect_timeout_s: float = 10.0
     close_timeout_s: float = 2.0
+    #: hostile input: a message bigger than this (after reassembly and, with
+    #: websockets' permessage-deflate, after inflating: a deflate bomb is cut off at
+    #: the limit) closes the connection with 1009; the supervisor reports a BadFrame
+    #: and reconnects
     max_frame_bytes: int = 4 * 1024 * 1024
+    #: hostile input: a REST body (snapshot, token) bigger than this is refused while
+    #: it is read; the supervisor reports a BadFrame and the adapter asks again later
+    max_rest_body_bytes: int = 16 * 1024 * 1024
     #: permessage-deflate; offered by the websockets backend only (picows has none)
     compression: bool = True
     ssl_context: ssl.SSLContext | None = None

@@ -26,22 +26,32 @@ _POW10: list[int] = [10**i for i in range(40)]
 _MAX_DIGITS = 36  # hostile-input bound: no real price or quantity is longer
 
 
-def parse_fixed(value: object, precision: int) -> int:
+def parse_fixed(value: object, precision: int, signed: bool = True) -> int:
     """Scaled integer of a wire number at ``precision`` decimals, exactly.
 
     ``parse_fixed('62807.1', 1) == 628071``; ``parse_fixed('0.00000000', 8) == 0``;
     ``parse_fixed(5, 2) == 500``. Extra fractional digits are accepted only if
     they are zeros (otherwise the value is not on the venue's grid and that is
     a protocol violation). Exponent forms (``1e-08``) go through Decimal.
-    Negative values are allowed (ticker ``change``).
+    Negative values are allowed (ticker ``change``) unless ``signed`` is False
+    (book prices and quantities): then any minus sign, even ``-0``, is refused.
 
     Hot path: a number printed with exactly ``precision`` decimals (what venues
-    send) is its digits without the dot (:func:`fixed_plain`)."""
+    send) is its digits without the dot (:func:`fixed_plain`, which never sees a
+    sign, so the ``signed`` check costs nothing there)."""
     fixed = fixed_plain(value, precision)
-    return _parse_fixed(value, precision) if fixed is None else fixed
+    if fixed is not None:
+        return fixed
+    if not signed and (
+        (type(value) is str and value[:1] == "-") or (type(value) is int and value < 0)
+    ):
+        raise DecodeError(f"negative number: {str(value)[:40]!r}")
+    return _parse_fixed(value, precision)
 
 
-def parse_fixed_cached(cache: dict[str, int], value: object, precision: int) -> int:
+def parse_fixed_cached(
+    cache: dict[str, int], value: object, precision: int, signed: bool = True
+) -> int:
     """:func:`parse_fixed` through ``cache`` (text -> scaled int at ``precision``;
     one cache per precision). Book prices repeat (a few hundred distinct prices
     near the top of a book), so they are parsed once. The cache is cleared when
@@ -50,12 +60,12 @@ def parse_fixed_cached(cache: dict[str, int], value: object, precision: int) -> 
         hit = cache.get(value)
         if hit is not None:
             return hit
-        fixed = parse_fixed(value, precision)
+        fixed = parse_fixed(value, precision, signed)
         if len(cache) >= CACHE_LIMIT:
             cache.clear()
         cache[value] = fixed
         return fixed
-    return parse_fixed(value, precision)
+    return parse_fixed(value, precision, signed)
 
 
 CACHE_LIMIT = 4096
@@ -176,8 +186,9 @@ def _decimal_to_fixed(dec: Decimal, precision: int, text: str) -> int:
     return -scaled if sign else scaled
 
 
-def parse_decimal(value: object) -> Decimal:
-    """Exact Decimal of a wire number (text from ``float_hook=str`` or int)."""
+def parse_decimal(value: object, *, signed: bool = True) -> Decimal:
+    """Exact Decimal of a wire number (text from ``float_hook=str`` or int);
+    ``signed=False`` (trade prices and quantities) refuses any minus sign, even ``-0``."""
     if type(value) is str:
         if len(value) > _MAX_DIGITS:
             raise DecodeError(f"number too long: {value[:40]!r}")
@@ -187,10 +198,20 @@ def parse_decimal(value: object) -> Decimal:
             raise DecodeError(f"not a number: {value!r}") from exc
         if not dec.is_finite():
             raise DecodeError(f"not a finite number: {value!r}")
+        # a short text can carry a huge exponent ("1E+999999999"): arithmetic on it
+        # would raise decimal.Overflow in a caller; keep what 36 plain digits can say
+        exp = dec.as_tuple().exponent
+        assert isinstance(exp, int)  # finite
+        if exp < -_MAX_DIGITS or dec.adjusted() >= _MAX_DIGITS:
+            raise DecodeError(f"number out of range: {value!r}")
+        if not signed and dec.is_signed():
+            raise DecodeError(f"negative number: {value!r}")
         return dec
     if type(value) is int:
         if abs(value) >= _POW10[_MAX_DIGITS - 1]:
             raise DecodeError("integer out of range")
+        if not signed and value < 0:
+            raise DecodeError(f"negative number: {value}")
         return Decimal(value)
     raise DecodeError(f"expected a number, got {type(value).__name__}")
 

@@ -177,6 +177,7 @@ from gapless.venues.binance.sync import (
     SyncTally,
     TradeIdCheck,
 )
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, json_depth_over
 from gapless.venues.numbers import PriceCache, fixed_plain, fixed_plain_cached
 from gapless.venues.seqsync import Levels as TextLevels
 from gapless.venues.seqsync import pick_snapshot_owner
@@ -237,6 +238,9 @@ class BinanceOptions:
     lifetime_margin_s: float = 60.0
     make_before_break: bool = True  # the runtime replaces planned closes itself
     max_buffer: int = 10_000  # diff events held per book while waiting for a snapshot
+    #: hostile input: a frame nested deeper than this is a BadFrame, refused before
+    #: decoding (gapless.venues.limits); None turns the check off
+    max_json_depth: int | None = DEFAULT_MAX_JSON_DEPTH
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_outbound_per_s <= p.MAX_OUTBOUND_MSGS_PER_S:
@@ -422,6 +426,7 @@ class BinanceAdapter:
         passive: bool = False,
     ) -> None:
         self.options = options or BinanceOptions()
+        self._max_json_depth = self.options.max_json_depth
         self.passive = passive  # replay: follow captured requests instead of sending
         self._passive_asks = 0
         self._passive_asked: dict[str, int] = {}  # symbol -> order of its last snapshot call
@@ -1268,7 +1273,7 @@ class BinanceAdapter:
         out = Step()
         self.stats.frames += 1
         try:
-            raw = p.load(data)
+            raw = p.load(data, self._max_json_depth)
             if type(raw) is dict and self.fast_path:
                 d = raw.get("data")
                 if (
@@ -1300,6 +1305,9 @@ class BinanceAdapter:
     def _attribute(self, data: str | bytes) -> list[_Stream] | None:
         """The stream a bad frame names in its envelope, if it can be read; None
         (could be anything) otherwise."""
+        depth = self._max_json_depth
+        if depth is not None and json_depth_over(data, depth) is not None:
+            return None  # never hand a frame refused for its nesting to a decoder
         try:
             raw = msgspec.json.decode(data)
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError):

@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from gapless.errors import DecodeError
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from gapless.venues.numbers import parse_decimal, parse_int
 
 __all__ = [
@@ -191,6 +192,7 @@ def encode_request(method: str, req_id: int, params: dict[str, Any] | None = Non
 
 
 def _load(data: str | bytes) -> Any:
+    check_json_depth(data, DEFAULT_MAX_JSON_DEPTH)  # gapless.venues.limits
     try:
         return _DECODER.decode(data)
     except (msgspec.DecodeError, RecursionError, ValueError) as exc:

@@ -44,6 +44,7 @@ import msgspec
 
 from gapless.errors import ConfigError, DecodeError, LocalProtocolError
 from gapless.venues.base import StreamSpec
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from gapless.venues.numbers import parse_int
 from gapless.venues.seqsync import check_decimal
 
@@ -385,7 +386,9 @@ Message = Payload | Combined
 # ------------------------------------------------------------------ decoding
 
 
-def _load(frame: str | bytes) -> Any:
+def _load(frame: str | bytes, max_depth: int | None = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    if max_depth is not None and len(frame) >= 2 * max_depth + 2:
+        check_json_depth(frame, max_depth)  # gapless.venues.limits
     try:
         return _DECODER.decode(frame)
     except (ValueError, RecursionError, TypeError) as exc:  # msgspec/Unicode errors are ValueErrors
@@ -406,10 +409,11 @@ def decode(frame: str | bytes) -> Message:
     return classify(load(frame))
 
 
-def load(frame: str | bytes) -> Any:
+def load(frame: str | bytes, max_depth: int | None = DEFAULT_MAX_JSON_DEPTH) -> Any:
     """The JSON value of one frame, whatever its shape (an adapter's hot path reads
-    the common messages from it directly). Raises only :class:`DecodeError`."""
-    return _load(frame)
+    the common messages from it directly); a frame nested deeper than ``max_depth``
+    is refused before decoding (None: no check). Raises only :class:`DecodeError`."""
+    return _load(frame, max_depth)
 
 
 def classify(raw: Any) -> Message:

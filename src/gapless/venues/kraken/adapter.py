@@ -71,6 +71,7 @@ from gapless.venues.base import (
     StreamSpec,
 )
 from gapless.venues.kraken import protocol as p
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH
 from gapless.venues.numbers import PriceCache, parse_decimal, parse_fixed, parse_fixed_cached
 
 __all__ = ["KrakenAdapter", "KrakenOptions", "StreamCounters"]
@@ -99,6 +100,9 @@ class KrakenOptions:
     trade_snapshot: bool = False
     trade_ids_contiguous: bool = True
     max_held_trades: int = 10_000
+    #: hostile input: a frame nested deeper than this is a BadFrame, refused before
+    #: decoding (gapless.venues.limits); None turns the check off
+    max_json_depth: int | None = DEFAULT_MAX_JSON_DEPTH
 
 
 class _St(enum.Enum):
@@ -197,6 +201,7 @@ class KrakenAdapter:
         passive: bool = False,
     ) -> None:
         self.options = options or KrakenOptions()
+        self._max_json_depth = self.options.max_json_depth
         self.passive = passive  # replay: follow captured requests instead of sending
         self._streams: dict[str, _Stream] = {}
         self._state_counts: dict[_St, int] = dict.fromkeys(_St, 0)
@@ -671,7 +676,7 @@ class KrakenAdapter:
         out = Step()
         self.frames += 1
         try:
-            raw = p.decode_json(data)
+            raw = p.decode_json(data, self._max_json_depth)
         except DecodeError as exc:
             self._bad_frame(str(exc), data, now, out, affected=None)
             return out
@@ -899,18 +904,28 @@ class KrakenAdapter:
         checksum = item.get("checksum")
         if book is None or type(checksum) is not int or not 0 <= checksum <= 0xFFFFFFFF:
             return False
+        raw_bids = item.get("bids", [])
+        raw_asks = item.get("asks", [])
+        if type(raw_bids) is not list or type(raw_asks) is not list:
+            return False  # e.g. "asks": "" iterates as nothing; the decoder refuses it
         pp = book.price_precision
         qp = book.qty_precision
         prices = self._prices.at(pp)
         try:
             ts_ns = p.parse_rfc3339_ns(item["timestamp"])
             bids = [
-                (parse_fixed_cached(prices, lv["price"], pp), parse_fixed(lv["qty"], qp))
-                for lv in item.get("bids", ())
+                (
+                    parse_fixed_cached(prices, lv["price"], pp, False),  # never negative
+                    parse_fixed(lv["qty"], qp, False),
+                )
+                for lv in raw_bids
             ]
             asks = [
-                (parse_fixed_cached(prices, lv["price"], pp), parse_fixed(lv["qty"], qp))
-                for lv in item.get("asks", ())
+                (
+                    parse_fixed_cached(prices, lv["price"], pp, False),  # never negative
+                    parse_fixed(lv["qty"], qp, False),
+                )
+                for lv in raw_asks
             ]
         except (DecodeError, KeyError, TypeError, ValueError, AttributeError):
             return False
@@ -936,7 +951,11 @@ class KrakenAdapter:
         pp = book.price_precision
         qp = book.qty_precision
         prices = self._prices.at(pp)
-        return [(parse_fixed_cached(prices, pr, pp), parse_fixed(q, qp)) for pr, q in levels]
+        # prices and quantities of a book are never negative (signed=False)
+        return [
+            (parse_fixed_cached(prices, pr, pp, False), parse_fixed(q, qp, False))
+            for pr, q in levels
+        ]
 
     def _apply_snapshot(
         self, st: _Stream, book: Book, entry: p.BookEntry, now: Now, out: Step
@@ -1122,8 +1141,8 @@ class KrakenAdapter:
                     out,
                 )
                 self._resync_siblings(st, GapCause.SEQUENCE_GAP, now, out)
-        price = parse_decimal(t.price)
-        qty = parse_decimal(t.qty)
+        price = parse_decimal(t.price, signed=False)
+        qty = parse_decimal(t.qty, signed=False)
         st.last_seq = t.trade_id
         st.last_ts_ns = t.ts_ns
         st.counters.delivered += 1

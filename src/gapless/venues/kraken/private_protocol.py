@@ -31,6 +31,7 @@ import msgspec
 
 from gapless.errors import DecodeError
 from gapless.venues.kraken import protocol as pub
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from gapless.venues.numbers import parse_decimal, parse_int
 
 __all__ = [
@@ -234,9 +235,10 @@ Message = pub.Message | ExecutionsMsg | BalancesMsg | MethodResponse
 
 def decode(frame: str | bytes) -> Message:
     """Decode one frame of the auth connection. Raises only :class:`DecodeError`."""
+    check_json_depth(frame, DEFAULT_MAX_JSON_DEPTH)
     try:
         raw = _DECODER.decode(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     try:
         if type(raw) is dict:
@@ -273,7 +275,7 @@ def _data(raw: dict[str, Any]) -> list[Any]:
 
 def _seq(raw: dict[str, Any]) -> int | None:
     v = raw.get("sequence")
-    return None if v is None else parse_int(v)
+    return None if v is None else parse_int(v, hi=2**63 - 1)  # a signed 64-bit sequence
 
 
 def _str(v: Any, what: str) -> str:
@@ -335,7 +337,7 @@ def _decode_report(item: Any) -> ExecReport:
         cl_ord_id=_opt_text(item.get("cl_ord_id")),
         timestamp_ns=None if ts is None else pub.parse_rfc3339_ns(ts),
         exec_id=_opt_text(item.get("exec_id")),
-        trade_id=None if trade_id is None else parse_int(trade_id),
+        trade_id=None if trade_id is None else parse_int(trade_id, hi=2**63 - 1),
         last_qty=_opt_dec(item.get("last_qty")),
         last_price=_opt_dec(item.get("last_price")),
         liquidity_ind=_opt_text(item.get("liquidity_ind")),
@@ -453,9 +455,10 @@ class RestOrder:
 def decode_rest(body: bytes) -> dict[str, Any]:
     """The ``result`` object of a REST answer; raises :class:`DecodeError` with the
     venue's error text (``EAPI:Invalid nonce``...) when ``error`` is not empty."""
+    check_json_depth(body, DEFAULT_MAX_JSON_DEPTH)
     try:
         raw = _DECODER.decode(body)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     if type(raw) is not dict:
         raise DecodeError("REST answer is not an object")

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from gapless.errors import DecodeError
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from gapless.venues.numbers import parse_int
 
 __all__ = [
@@ -216,12 +217,15 @@ def decode(frame: str | bytes) -> Message:
     return classify(decode_json(frame))
 
 
-def decode_json(frame: str | bytes) -> Any:
-    """The frame's JSON, numbers with a fraction kept as their exact text.
-    Raises only :class:`DecodeError`."""
+def decode_json(frame: str | bytes, max_depth: int | None = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """The frame's JSON, numbers with a fraction kept as their exact text; a frame
+    nested deeper than ``max_depth`` is refused before decoding (None: no check;
+    :mod:`gapless.venues.limits`). Raises only :class:`DecodeError`."""
+    if max_depth is not None and len(frame) >= 2 * max_depth + 2:
+        check_json_depth(frame, max_depth)
     try:
         return _DECODER.decode(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
 
 
@@ -384,7 +388,7 @@ def _decode_trade(raw: dict[str, Any]) -> TradeMsg:
                 price=item["price"],
                 qty=item["qty"],
                 ord_type=_opt_str(item.get("ord_type")),
-                trade_id=parse_int(item["trade_id"]),
+                trade_id=parse_int(item["trade_id"], hi=2**63 - 1),  # a signed 64-bit id
                 ts_ns=parse_rfc3339_ns(item["timestamp"]),
             )
         )

@@ -194,6 +194,7 @@ from gapless.venues.kucoin.sync import (
     SyncResult,
     SyncState,
 )
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH
 from gapless.venues.numbers import fixed_plain
 from gapless.venues.seqsync import pick_snapshot_owner
 
@@ -261,6 +262,9 @@ class KucoinOptions:
     time_gap_margin_s: float = 0.25
     uplink_max_per_10s: int = 90
     max_buffer: int = 10_000
+    #: hostile input: a frame nested deeper than this is a BadFrame, refused before
+    #: decoding (gapless.venues.limits); None turns the check off
+    max_json_depth: int | None = DEFAULT_MAX_JSON_DEPTH
     lifetime_s: float = p.CONNECTION_LIFETIME_S
     lifetime_margin_s: float = 60.0
     make_before_break: bool = True  # the runtime replaces planned closes itself
@@ -476,6 +480,7 @@ class KucoinAdapter:
         passive: bool = False,
     ) -> None:
         self.options = options or KucoinOptions()
+        self._max_json_depth = self.options.max_json_depth
         self._streams: dict[str, _Stream] = {}
         self._books: dict[str, _Stream] = {}
         self._by_channel: dict[tuple[str, str], _Stream] = {}
@@ -1893,7 +1898,7 @@ class KucoinAdapter:
         out = Step()
         self.frames += 1
         try:
-            raw = p.load(data)
+            raw = p.load(data, self._max_json_depth)
             if (
                 self.fast_path
                 and type(raw) is dict

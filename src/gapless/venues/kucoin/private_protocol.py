@@ -38,6 +38,7 @@ import msgspec
 
 from gapless.errors import DecodeError
 from gapless.venues.kucoin import protocol as p
+from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from gapless.venues.numbers import parse_decimal, parse_int
 from gapless.venues.seqsync import check_decimal
 
@@ -193,6 +194,7 @@ def _obj(value: Any, what: str) -> dict[str, Any]:
 
 
 def _load(body: str | bytes) -> Any:
+    check_json_depth(body, DEFAULT_MAX_JSON_DEPTH)  # gapless.venues.limits
     try:
         return _DECODER.decode(body)
     except (ValueError, RecursionError, TypeError) as exc:
