@@ -18,14 +18,16 @@ Planned closes (Binance ``serverShutdown`` and both venues' lifetime) are
 replaced make-before-break; ``planned_disconnect_gaps`` counts every ``Gap``
 they caused (the goal is 0) and ``handovers`` how many there were, by reason.
 
-Client timeouts are shortened for the demo (dead-peer 3 s, staleness 3 s,
-ping every 5 s) so recoveries fit in a short run; the production defaults are
-in the venues' options classes and :class:`~gapless.runtime.supervisor.RuntimeOptions`.
+Client timeouts are shortened for the demo (dead-peer 3 s, a silent link
+pinged after 1.5 s and dead 1.5 s later, staleness 3 s, ping every 5 s) so
+recoveries fit in a short run; the production defaults are in the venues'
+options classes and :class:`~gapless.runtime.supervisor.RuntimeOptions`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -33,8 +35,19 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from gapless.chaos import (
+    EventSpill,
+    ResourceSampler,
+    SoakSettings,
+    consume,
+    debug_log_file,
+    drive_transport,
+    find_secrets,
+    read_jsonl,
+)
 from gapless.checker import check
 from gapless.demo_private import (
     BotStats,
@@ -60,10 +73,13 @@ from gapless.runtime.supervisor import RuntimeOptions
 from gapless.runtime.transport import TransportOptions
 from gapless.secrets import Credentials, Secret
 from gapless.sim import (
+    CONSUMER_FAULT_KINDS,
     DEFAULT_CHAOS_KINDS,
+    TRANSPORT_FAULT_KINDS,
     BinanceSim,
     BinanceSimConfig,
     Fault,
+    FaultProxy,
     KrakenSim,
     KucoinSim,
     KucoinSimConfig,
@@ -159,6 +175,8 @@ def demo_client_options(url: str) -> tuple[KrakenOptions, RuntimeOptions]:
         transport=TransportOptions(connect_timeout_s=3.0, max_frame_bytes=4 * 1024 * 1024),
         backoff=BackoffPolicy(base_s=0.2, cap_s=3.0, stable_after_s=5.0),
         dead_after_s=3.0,
+        probe_after_s=1.5,
+        probe_timeout_s=1.5,
     )
     return kopts, ropts
 
@@ -200,6 +218,8 @@ class DemoResult:
     summary: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     truth: list[dict[str, Any]] = field(default_factory=list)
+    #: soak only: ``[seconds, rss_mb, open_fds, asyncio_tasks]`` over the run
+    samples: list[list[float]] = field(default_factory=list)
 
 
 def _truth_path(path: str | None, venue: str, venues: Sequence[str]) -> str | None:
@@ -237,6 +257,7 @@ async def run_demo(
     converge_timeout_s: float = 20.0,
     private: bool = False,
     shutdown_timeout_s: float = 120.0,
+    soak: SoakSettings | None = None,
 ) -> DemoResult:
     """Run the demo. ``symbols`` are Kraken's; ``venue_symbols`` overrides the
     others'. ``min_faults`` is the Kraken schedule's minimum; Binance and KuCoin
@@ -246,6 +267,12 @@ async def run_demo(
     and the simulators) must finish within ``shutdown_timeout_s``; past it the
     pending asyncio tasks and their stacks are written to stderr and
     :class:`DemoStuck` is raised, so a wedged shutdown is reported, not waited on.
+
+    ``soak`` (see :mod:`gapless.soak`) adds a :class:`~gapless.sim.FaultProxy` in
+    front of every WebSocket endpoint with transport faults in each venue's
+    schedule, faults in the consumer, resource samples (``DemoResult.samples``)
+    and smaller queues; truth and delivered events then go to files in
+    ``soak.spill_dir`` instead of memory, and are read back for the check.
     """
     venues = tuple(dict.fromkeys(venues))
     unknown = [v for v in venues if v not in DEMO_VENUES]
@@ -255,6 +282,14 @@ async def run_demo(
         raise ValueError("--private trades the Kraken simulator's demo account: include kraken")
     syms = {**DEFAULT_VENUE_SYMBOLS, **(venue_symbols or {}), "kraken": tuple(symbols)}
     events: list[Event] = []
+    extra_faults: list[dict[str, Any]] = []  # transport and consumer faults (soak)
+    sampler = ResourceSampler(soak.sample_every_s) if soak else None
+
+    def tpath(venue: str) -> str | None:
+        if soak is not None:
+            return str(Path(soak.spill_dir) / f"truth.{venue}.jsonl")
+        return _truth_path(truth_path, venue, venues)
+
     async with contextlib.AsyncExitStack() as stack:
         # entered first, left last: sees a cancellation of its own from any step
         watch = stack.enter_context(_ShutdownWatch(shutdown_timeout_s))
@@ -266,7 +301,8 @@ async def run_demo(
                         seed=seed,
                         symbols=syms["kraken"],
                         tick_rate_hz=tick_rate_hz,
-                        truth_path=_truth_path(truth_path, "kraken", venues),
+                        truth_path=tpath("kraken"),
+                        truth_in_memory=soak is None,
                     )
                 )
             )
@@ -278,7 +314,8 @@ async def run_demo(
                         symbols=syms["binance"],
                         tick_rate_hz=tick_rate_hz,
                         lifetime_s=DEMO_LIFETIME_S,
-                        truth_path=_truth_path(truth_path, "binance", venues),
+                        truth_path=tpath("binance"),
+                        truth_in_memory=soak is None,
                     )
                 )
             )
@@ -290,25 +327,69 @@ async def run_demo(
                         symbols=syms["kucoin"],
                         tick_rate_hz=tick_rate_hz,
                         lifetime_s=DEMO_LIFETIME_S,
-                        truth_path=_truth_path(truth_path, "kucoin", venues),
+                        truth_path=tpath("kucoin"),
+                        truth_in_memory=soak is None,
                     )
                 )
             )
-        scenarios = _scenarios(venues, scenario, duration_s, seed, min_faults)
+        transport = soak is not None and soak.transport_faults
+        scenarios = _scenarios(
+            venues,
+            scenario,
+            duration_s,
+            seed,
+            min_faults,
+            extra_kinds=TRANSPORT_FAULT_KINDS if transport else (),
+        )
         if private and scenario is None:
             extra = private_faults(duration_s, seed)
             scenarios["kraken"] = Scenario([*scenarios["kraken"].faults, *extra])
-        kopts, ropts = demo_client_options(sims["kraken"].url if "kraken" in sims else "")
+        transport_scenarios = {v: _only(sc, TRANSPORT_FAULT_KINDS) for v, sc in scenarios.items()}
+        scenarios = {v: _only(sc, TRANSPORT_FAULT_KINDS, keep=False) for v, sc in scenarios.items()}
+        consumer_scenario = Scenario()
+        if soak is not None and soak.consumer_faults and scenario is None:
+            consumer_scenario = Scenario.chaos(
+                duration_s, seed * 97 + 5, min_faults=2, kinds=CONSUMER_FAULT_KINDS
+            )
+        # transport faults: a proxy in front of each WebSocket listener
+        proxies: dict[str, list[FaultProxy]] = {}
+        if transport:
+            for venue, sim in sims.items():
+                ports = sim.ports if venue == "kucoin" else [sim.port]
+                proxies[venue] = [
+                    await stack.enter_async_context(FaultProxy(p, seed=seed + i))
+                    for i, p in enumerate(ports)
+                ]
+            if "kucoin" in sims:
+                ku = sims["kucoin"]
+                ku.advertise(
+                    [px.rewrite(u) for px, u in zip(proxies["kucoin"], ku.ws_urls, strict=True)]
+                )
+
+        def ws(venue: str, url: str) -> str:
+            return proxies[venue][0].rewrite(url) if venue in proxies else url
+
+        kopts, ropts = demo_client_options(
+            ws("kraken", sims["kraken"].url) if "kraken" in sims else ""
+        )
         bopts, kuopts = demo_venue_options()
         # wall stamps tied to the loop clock, like the simulators': consistent in virtual time
-        ropts = dataclasses.replace(ropts, wall_clock=loop_anchored_wall_clock())
+        clock = loop_anchored_wall_clock()
+        ropts = dataclasses.replace(ropts, wall_clock=clock)
+        if soak is not None:
+            ropts = dataclasses.replace(ropts, queue_size=soak.frame_queue_size)
+            capture = str(Path(soak.spill_dir) / "capture.jsonl")
+            stack.enter_context(debug_log_file(Path(soak.spill_dir) / "debug.log"))
         specs: list[StreamSpec] = []
         urls: dict[str, str] = {}
         if "kraken" in sims:
             for s in syms["kraken"]:
                 specs += [kraken.book(s, depth=depth), kraken.trades(s), kraken.ticker(s)]
         if "binance" in sims:
-            urls |= {"binance": sims["binance"].ws_url, "binance_rest": sims["binance"].rest_url}
+            urls |= {
+                "binance": ws("binance", sims["binance"].ws_url),
+                "binance_rest": sims["binance"].rest_url,
+            }
             for s in syms["binance"]:
                 specs += [binance.book(s), binance.trades(s), binance.book_ticker(s)]
         if "kucoin" in sims:
@@ -319,7 +400,7 @@ async def run_demo(
         if private:
             ksim = sims["kraken"]
             specs += [kraken.executions(), kraken.balances()]
-            urls |= {"kraken_auth": ksim.auth_url, "kraken_rest": ksim.rest_url}
+            urls |= {"kraken_auth": ws("kraken", ksim.auth_url), "kraken_rest": ksim.rest_url}
             credentials["kraken"] = Credentials(
                 "kraken",
                 Secret(DEMO_KRAKEN_ACCOUNT.api_key),
@@ -337,13 +418,30 @@ async def run_demo(
             capture=capture,
             credentials=credentials,
             kraken_private=demo_private_options() if private else None,
+            queue_size=soak.queue_size if soak is not None else 10_000,
         )
         bot_stats = BotStats()
         private_diffs: tuple[list[str], list[str]] = ([], [])
+        spill = EventSpill(Path(soak.spill_dir) / "events.pickle") if soak else None
+        helpers: list[asyncio.Task[None]] = []
         async with feed:
             for venue, sim in sims.items():
                 sim.schedule(scenarios[venue])
-            consumer = asyncio.create_task(_consume(feed, events))
+            for venue, pxs in proxies.items():
+                helpers.append(
+                    asyncio.create_task(
+                        drive_transport(
+                            venue, pxs, transport_scenarios[venue], clock, extra_faults
+                        )
+                    )
+                )
+            if sampler is not None:
+                helpers.append(asyncio.create_task(sampler.run(started)))
+            consumer = asyncio.create_task(
+                _consume(feed, events)
+                if spill is None
+                else consume(feed, spill, consumer_scenario, clock, extra_faults)
+            )
             stop_bot = asyncio.Event()
             bot = (
                 asyncio.create_task(run_bot(feed, syms["kraken"], seed, stop_bot, bot_stats))
@@ -356,6 +454,12 @@ async def run_demo(
                     if progress is not None:
                         progress(_progress(feed, sims, events, elapsed))
                 watch.arm()
+                if sampler is not None:
+                    sampler.sample(loop.time() - started)
+                for helper in helpers:  # transport faults off before the client converges
+                    helper.cancel()
+                if helpers:
+                    await asyncio.wait(helpers, timeout=5.0)
                 stop_bot.set()
                 if bot is not None:
                     await bot
@@ -369,7 +473,7 @@ async def run_demo(
                     )
             finally:
                 stop_bot.set()
-                for task in (consumer, bot):
+                for task in (consumer, bot, *helpers):
                     if task is not None and not task.done():
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -379,14 +483,20 @@ async def run_demo(
             )
             valid_at_end = {k: (v.valid if v else False) for k, v in report_books.items()}
             await feed.aclose()
+            if spill is not None:
+                events.extend(spill.load())
             events.extend(feed.drain())
             stats = feed.stats()
             counters = [c for a in feed.adapters for c in a.counters().values()]
         truth = [r for sim in sims.values() for r in sim.truth]
         sim_stats = {v: _sim_stats(sim) for v, sim in sims.items()}
+        proxy_stats = {v: [dataclasses.asdict(p.stats) for p in pxs] for v, pxs in proxies.items()}
+        tokens = sims["kraken"].issued_tokens() if private else []
+    if soak is not None:  # the simulators closed their truth files on the way out
+        truth = [*read_jsonl(p for v in sims if (p := tpath(v)) is not None), *extra_faults]
     want = {(sym, d): book for (_venue, sym, d), book in final.items()}
     report = check(truth, events, final_books=want, client_books=report_books)
-    faults = [r for r in truth if r.get("k") == "fault"]
+    faults = sorted((r for r in truth if r.get("k") == "fault"), key=lambda r: int(r["ts_ns"]))
     summary: dict[str, Any] = {"venues": list(sims), **report.summary()}
     summary.update(
         {
@@ -427,7 +537,22 @@ async def run_demo(
         v: {k: x for k, x in st.items() if isinstance(x, (int, float, str))}
         for v, st in sim_stats.items()
     }
-    return DemoResult(summary=summary, events=events, truth=truth)
+    if proxy_stats:
+        summary["proxy"] = proxy_stats
+    if soak is not None:
+        summary["reconnects_by_connection"] = {
+            name: max(0, s["connects"] - 1) for name, s in stats.items()
+        }
+        summary["secrets"] = find_secrets(
+            _canaries(tokens) if private else {},
+            [Path(soak.spill_dir) / name for name in ("debug.log", "capture.jsonl")],
+        )
+    return DemoResult(
+        summary=summary,
+        events=events,
+        truth=truth,
+        samples=sampler.samples if sampler is not None else [],
+    )
 
 
 class DemoStuck(GaplessError):
@@ -481,20 +606,38 @@ def _scenarios(
     duration_s: float,
     seed: int,
     min_faults: int,
+    extra_kinds: tuple[str, ...] = (),
 ) -> dict[str, Scenario]:
     kinds: dict[str, tuple[str, ...]] = {"kraken": tuple(DEFAULT_CHAOS_KINDS), **DEMO_FAULT_KINDS}
-    kinds = {v: kinds[v] for v in venues}
+    kinds = {v: kinds[v] + extra_kinds for v in venues}
     if scenario is not None:
         return _split(scenario, kinds)
     out: dict[str, Scenario] = {}
     for i, venue in enumerate(venues):
         if venue == "kraken":
-            out[venue] = Scenario.chaos(duration_s, seed, min_faults=min_faults)
+            out[venue] = Scenario.chaos(duration_s, seed, min_faults=min_faults, kinds=kinds[venue])
         else:
             out[venue] = Scenario.chaos(
                 duration_s, seed * 31 + i, min_faults=max(4, min_faults // 2), kinds=kinds[venue]
             )
     return out
+
+
+def _canaries(tokens: Sequence[str]) -> dict[str, str]:
+    """The demo account's secrets and every token the simulator issued."""
+    acct = DEMO_KRAKEN_ACCOUNT
+    out = {
+        "api key": acct.api_key,
+        "api secret": acct.api_secret,
+        "api secret (hex)": base64.b64decode(acct.api_secret).hex(),
+    }
+    out |= {f"token #{i}": t for i, t in enumerate(tokens)}
+    return out
+
+
+def _only(scenario: Scenario, kinds: Sequence[str], *, keep: bool = True) -> Scenario:
+    """The faults of ``scenario`` whose kind is in ``kinds`` (``keep=False``: the others)."""
+    return Scenario(f for f in scenario if (f.kind in kinds) == keep)
 
 
 async def _converge_private(feed: Feed, sim: Any, timeout_s: float) -> tuple[list[str], list[str]]:
@@ -699,6 +842,7 @@ def _recoveries(faults: list[dict[str, Any]], events: list[Event]) -> dict[str, 
             continue
         live = next((e for e in mine[disrupted + 1 :] if e.state == "LIVE"), None)
         entry: dict[str, Any] = {"kind": kind, "disrupted": True, "recovered": live is not None}
+        entry["detected_s"] = round(max(0, mine[disrupted].local_ts_ns - t0) / 1e9, 3)
         if live is not None:
             entry["recovery_s"] = round(max(0, live.local_ts_ns - t0) / 1e9, 3)
             times.setdefault(kind, []).append(entry["recovery_s"])

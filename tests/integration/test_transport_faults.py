@@ -17,7 +17,14 @@ from gapless import kraken
 from gapless.checker import check
 from gapless.demo import demo_client_options
 from gapless.events import Event, Gap
-from gapless.sim import KrakenSim, SimConfig
+from gapless.sim import (
+    BinanceSim,
+    BinanceSimConfig,
+    KrakenSim,
+    KucoinSim,
+    KucoinSimConfig,
+    SimConfig,
+)
 from gapless.sim.proxy import FaultProxy
 
 
@@ -154,3 +161,51 @@ async def test_slow_or_sliced_links_stay_connected_without_gaps(
     assert run.detected_s is None
     assert not [e for e in run.run.events if isinstance(e, Gap)]
     assert_no_silent_loss(run.run)
+
+
+async def _silent_link_detected_s(venue: str) -> tuple[float, str]:
+    """A KuCoin or Binance feed behind the proxy goes dark: how long until the
+    supervisor leaves LIVE, and why. Their own keepalives would take 28 s (KuCoin
+    pingInterval + pingTimeout) and 65 s (Binance's floor); the watchdog's ping
+    probe must notice in probe_after_s + probe_timeout_s plus a tick."""
+    ropts = runtime_options()
+    sim: Any
+    if venue == "kucoin":
+        sim = KucoinSim(KucoinSimConfig(seed=3, symbols=("BTC-USDT",), tick_rate_hz=40.0))
+    else:
+        sim = BinanceSim(BinanceSimConfig(seed=3, symbols=("BTCUSDT",), tick_rate_hz=40.0))
+    async with sim:
+        ports = sim.ports if venue == "kucoin" else [sim.port]
+        async with contextlib.AsyncExitStack() as stack:
+            proxies = [await stack.enter_async_context(FaultProxy(p)) for p in ports]
+            if venue == "kucoin":
+                sim.advertise([px.rewrite(u) for px, u in zip(proxies, sim.ws_urls, strict=True)])
+                spec = gapless.kucoin.book("BTC-USDT")
+                urls = {"kucoin_rest": sim.rest_url}
+            else:
+                spec = gapless.binance.book("BTCUSDT")
+                urls = {"binance": proxies[0].rewrite(sim.ws_url), "binance_rest": sim.rest_url}
+            async with gapless.connect(spec, urls=urls, runtime=ropts) as feed:
+                sup = feed.supervisors[0]
+                await _until(lambda: sup.state.value == "LIVE", 20.0)
+                await asyncio.sleep(1.0)
+                loop = asyncio.get_running_loop()
+                for px in proxies:
+                    px.set(blackhole=True)
+                start = loop.time()
+                await _until(lambda: sup.state.value != "LIVE", 60.0)
+                detected = loop.time() - start
+                return detected, sup.stats.last_close
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("venue", ["kucoin", "binance"])
+async def test_the_watchdog_probe_finds_a_half_open_link_before_the_venue_keepalive(
+    venue: str,
+) -> None:
+    detected, why = await _silent_link_detected_s(venue)
+    ropts = runtime_options()
+    assert ropts.probe_after_s is not None
+    bound = ropts.probe_after_s + ropts.probe_timeout_s + ropts.probe_after_s / 2
+    assert detected <= bound + 0.2, (detected, why)
+    assert "no pong" in why

@@ -45,9 +45,11 @@ from gapless.sim.binance import (
 from gapless.sim.binance_wire import DEFAULT_BINANCE_PAIRS
 from gapless.sim.checksum import checksum_scaled, checksum_text
 from gapless.sim.faults import (
+    CONSUMER_FAULT_KINDS,
     DEFAULT_CHAOS_KINDS,
     FAULT_KINDS,
     KRAKEN_PRIVATE_FAULT_KINDS,
+    TRANSPORT_FAULT_KINDS,
     Fault,
     Scenario,
 )
@@ -66,6 +68,7 @@ from gapless.sim.proxy import FaultProxy, ProxyStats, Toxics
 __all__ = [
     "BINANCE_FAULT_KINDS",
     "BOOK_DEPTHS",
+    "CONSUMER_FAULT_KINDS",
     "DEFAULT_BINANCE_PAIRS",
     "DEFAULT_CHAOS_KINDS",
     "DEFAULT_PAIRS",
@@ -75,6 +78,7 @@ __all__ = [
     "KRAKEN_PRIVATE_FAULT_KINDS",
     "KUCOIN_FAULT_KINDS",
     "KUCOIN_PAIRS",
+    "TRANSPORT_FAULT_KINDS",
     "AccountSpec",
     "BinancePair",
     "BinanceSim",

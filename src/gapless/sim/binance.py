@@ -311,6 +311,8 @@ class BinanceSimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     truth_path: str | Path | None = None
+    #: False (with a ``truth_path``): the truth file is the only copy (long soaks)
+    truth_in_memory: bool = True
     ping_interval_s: float | None = 20.0
     pong_timeout_s: float = 60.0
     pong_timeout_close_code: int = 1008
@@ -529,7 +531,7 @@ class BinanceSim:
             raise ValueError("max_streams and connect_limit must be >= 1")
         self._pairs = [pairs[s] for s in cfg.symbols]
         self._lower = {p.stream_symbol: p.symbol for p in self._pairs}
-        self._truth = TruthLog(cfg.truth_path)
+        self._truth = TruthLog(cfg.truth_path, keep=cfg.truth_in_memory)
         self._stats = BinanceSimStats()
         self._fault_rng = random.Random(f"{cfg.seed}:binance:faults")
         self._syms: dict[str, _Sym] = {}

@@ -70,11 +70,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CONSUMER_FAULT_KINDS",
     "DEFAULT_CHAOS_KINDS",
     "FAULT_KINDS",
     "KRAKEN_PRIVATE_FAULT_KINDS",
     "MALFORMED_VARIANTS",
     "SYSTEM_STATUSES",
+    "TRANSPORT_FAULT_KINDS",
     "Fault",
     "Scenario",
     "known_fault_kinds",
@@ -158,6 +160,35 @@ is shared with KuCoin, whose records keep their parameter-less form."""
 KRAKEN_PRIVATE_FAULT_KINDS: tuple[str, ...] = tuple(_KRAKEN_PRIVATE_DEFAULTS)
 """The Kraken private-side kinds (registered after :data:`FAULT_KINDS`, so they are
 neither in it nor in :data:`DEFAULT_CHAOS_KINDS`)."""
+
+_TRANSPORT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "latency": {"latency_s": 0.2, "jitter_s": 0.02, "duration_s": 5.0},
+    "bandwidth": {"bytes_per_s": 65536, "duration_s": 5.0},
+    "blackhole": {"duration_s": 6.0},
+    "reset": {},
+    "slicer": {"slice_bytes": 8, "slice_delay_s": 0.0, "duration_s": 4.0},
+    "limit_data": {"bytes": 65536, "duration_s": 2.0},
+}
+register_fault_kinds(_TRANSPORT_DEFAULTS)
+
+TRANSPORT_FAULT_KINDS: tuple[str, ...] = tuple(_TRANSPORT_DEFAULTS)
+"""Faults below the WebSocket layer, applied by :class:`gapless.sim.FaultProxy` (not
+by a simulator): ``latency`` (``latency_s`` + ``jitter_s`` per chunk), ``bandwidth``
+(``bytes_per_s``), ``blackhole`` (half-open: bytes vanish, no FIN/RST), ``reset``
+(RST of every open connection), ``slicer`` (``slice_bytes`` per TCP write, with
+``slice_delay_s`` between them) and ``limit_data`` (connections cut with RST
+after ``bytes`` from the server); each lasts ``duration_s`` (``reset``: instant)."""
+
+_CONSUMER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "slow_consumer": {"duration_s": 4.0},
+    "loop_block": {"duration_s": 1.0},
+}
+register_fault_kinds(_CONSUMER_DEFAULTS)
+
+CONSUMER_FAULT_KINDS: tuple[str, ...] = tuple(_CONSUMER_DEFAULTS)
+"""Faults in the user's code, applied by the soak's consumer: ``slow_consumer``
+stops reading events for ``duration_s`` (awaiting, the loop runs on) and
+``loop_block`` blocks the whole event loop for ``duration_s`` (``time.sleep``)."""
 
 
 def _num(v: Any, name: str, *, allow_none: bool = False) -> None:
@@ -335,6 +366,10 @@ class Scenario:
             return (float(d) if d is not None else 5.0) + 2.0
         if k in ("token_expiry", "fill_while_disconnected"):
             return 3.0  # reconnect, fetch a token over REST, resubscribe, reconcile
+        if k == "blackhole":
+            return dur + 5.0  # detected during it; then a backoff of up to 3 s and a resync
+        if k in ("latency", "bandwidth", "slicer", "limit_data", "slow_consumer", "loop_block"):
+            return dur + 3.0  # the lag drains, or the overflow / cut resyncs
         return 2.0
 
     @classmethod
@@ -496,4 +531,25 @@ class Scenario:
         if kind == "fill_while_disconnected":
             frac = rng.choice((1.0, 0.5))
             return [Fault(kind, 0.0, {"fraction": frac, "cancel_some": rng.randint(0, 1)})]
+        # transport kinds (a FaultProxy applies them) and the consumer's own
+        if kind == "latency":
+            lat = round(rng.uniform(0.05, 0.4), 3)
+            jit = round(rng.uniform(0.0, 0.05), 3)
+            return [Fault(kind, 0.0, {"latency_s": lat, "jitter_s": jit, "duration_s": dur(2, 6)})]
+        if kind == "bandwidth":
+            bps = rng.choice((16384, 65536, 262144))
+            return [Fault(kind, 0.0, {"bytes_per_s": bps, "duration_s": dur(2.0, 6.0)})]
+        if kind == "blackhole":
+            # not scaled: it must outlast the liveness timers to be a half-open link
+            return [Fault(kind, 0.0, {"duration_s": round(rng.uniform(5.0, 8.0), 2)})]
+        if kind == "slicer":
+            p = {"slice_bytes": rng.randint(1, 64), "slice_delay_s": rng.choice((0.0, 0.001))}
+            return [Fault(kind, 0.0, {**p, "duration_s": dur(2.0, 5.0)})]
+        if kind == "limit_data":
+            limit = rng.choice((2_000, 20_000, 200_000))
+            return [Fault(kind, 0.0, {"bytes": limit, "duration_s": dur(1.0, 3.0)})]
+        if kind == "slow_consumer":
+            return [Fault(kind, 0.0, {"duration_s": dur(2.0, 6.0)})]
+        if kind == "loop_block":
+            return [Fault(kind, 0.0, {"duration_s": round(rng.uniform(0.5, 2.0) * scale, 2)})]
         return [Fault(kind, 0.0, {})]

@@ -231,6 +231,8 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     truth_path: str | Path | None = None
+    #: False (with a ``truth_path``): the truth file is the only copy (long soaks)
+    truth_in_memory: bool = True
     idle_timeout_s: float | None = 60.0
     heartbeat_interval_s: float = 1.0
     connect_limit: int = 150
@@ -436,7 +438,7 @@ class KrakenSim:
         self._pairs = [pairs[s] for s in cfg.symbols]
         if cfg.token_ttl_s <= 0 or cfg.dms_check_interval_s <= 0:
             raise ValueError("token_ttl_s and dms_check_interval_s must be > 0")
-        self._truth = TruthLog(cfg.truth_path)
+        self._truth = TruthLog(cfg.truth_path, keep=cfg.truth_in_memory)
         self._stats = SimStats()
         self._conn_rng = random.Random(f"{cfg.seed}:conn")
         self._fault_rng = random.Random(f"{cfg.seed}:faults")
@@ -496,6 +498,10 @@ class KrakenSim:
     def account(self, api_key: str | None = None) -> Account:
         """A simulated account (balances, orders); None = the first configured one."""
         return self._private.engine.account(self._private.account_key(api_key))
+
+    def issued_tokens(self) -> list[str]:
+        """Every WebSocket token this simulator issued (for secrets canaries)."""
+        return list(self._private.tokens)
 
     def final_orders(self, api_key: str | None = None) -> dict[str, dict[str, Any]]:
         """Every order of an account (None = the first configured one): ``{order_id:

@@ -305,6 +305,8 @@ class KucoinSimConfig:
     ports: tuple[int, ...] = (0, 0)
     instance_servers: tuple[str, ...] | None = None
     truth_path: str | Path | None = None
+    #: False (with a ``truth_path``): the truth file is the only copy (long soaks)
+    truth_in_memory: bool = True
     ping_interval_ms: int = 18000
     ping_timeout_ms: int = 10000
     idle_timeout_s: float | Literal["auto"] | None = "auto"
@@ -502,7 +504,8 @@ class KucoinSim:
         if cfg.status not in ("open", "close", "cancelonly"):
             raise ValueError("status must be open, close or cancelonly")
         self._pairs = [pairs[s] for s in cfg.symbols]
-        self._truth = TruthLog(cfg.truth_path)
+        self._truth = TruthLog(cfg.truth_path, keep=cfg.truth_in_memory)
+        self._advertised: tuple[str, ...] | None = None
         self._stats = KucoinSimStats()
         self._token_rng = random.Random(f"{cfg.seed}:kucoin:tokens")
         self._conn_rng = random.Random(f"{cfg.seed}:kucoin:conn")
@@ -558,6 +561,11 @@ class KucoinSim:
     def rest_url(self) -> str:
         """``http://host:<first port>`` (valid after start)."""
         return f"http://{self.config.host}:{self._ports[0]}"
+
+    def advertise(self, endpoints: Sequence[str] | None) -> None:
+        """Endpoints the bullet advertises from now on, e.g. a :class:`FaultProxy`
+        per listener (None: back to ``config.instance_servers`` or :attr:`ws_urls`)."""
+        self._advertised = tuple(endpoints) if endpoints is not None else None
 
     @property
     def ws_urls(self) -> list[str]:
@@ -952,7 +960,11 @@ class KucoinSim:
                 "ttl_s": cfg.token_ttl_s,
             }
         )
-        endpoints = cfg.instance_servers if cfg.instance_servers is not None else self.ws_urls
+        endpoints: Sequence[str] = self.ws_urls
+        if self._advertised is not None:
+            endpoints = self._advertised
+        elif cfg.instance_servers is not None:
+            endpoints = cfg.instance_servers
         return {
             "token": token,
             "instanceServers": [
