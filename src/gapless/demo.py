@@ -423,6 +423,8 @@ async def run_demo(
         bot_stats = BotStats()
         private_diffs: tuple[list[str], list[str]] = ([], [])
         spill = EventSpill(Path(soak.spill_dir) / "events.pickle") if soak else None
+        if spill is not None:
+            stack.callback(spill.close)  # closed on any way out (load() closes it too)
         helpers: list[asyncio.Task[None]] = []
         async with feed:
             for venue, sim in sims.items():
