@@ -9,6 +9,7 @@ drop ``.``, strip leading zeros).
 
 from __future__ import annotations
 
+import gc
 import zlib
 from decimal import Decimal
 
@@ -505,3 +506,28 @@ def test_levels_are_exact_and_lazy() -> None:
             checksum=3,
         )
     )["bids"] == [["62807.1", "0.50930100"], ["62807.0", "0.00000000"]]
+
+
+def test_replaced_book_is_freed_without_the_cyclic_collector() -> None:
+    """A resync replaces a book; the old one (thousands of levels on Binance) must
+    go when its last view goes, not wait for a full gc pass (the 10-minute soak
+    found dozens of them waiting)."""
+
+    def books() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is Book)
+
+    gc.disable()
+    try:
+        before = books()
+        b = Book("binance", "BTCUSDT", 10, 2, 5)
+        b.apply([(100, 1), (99, 2)], [(101, 3)])
+        v = b.view
+        assert v is b.view
+        assert len(b) == 3
+        ev_view = b.view  # what an event holds
+        del b, v
+        assert books() == before + 1  # the view keeps its book alive
+        del ev_view
+        assert books() == before
+    finally:
+        gc.enable()

@@ -20,6 +20,7 @@ of range).
 
 from __future__ import annotations
 
+import weakref
 import zlib
 from bisect import bisect_left, insort
 from collections.abc import Iterable
@@ -169,11 +170,21 @@ class Book:
         self._asks = _Side(1, checksum_tokens)
         self.valid = False
         self.last_ts_ns: int | None = None
-        self._view = BookView(self)
+        self._view: weakref.ref[BookView] | None = None
 
     @property
     def view(self) -> BookView:
-        return self._view
+        """The book's one live view, while anyone holds it. The book refers to it
+        weakly, so a replaced book (a resync builds a new one) is freed as soon as
+        the last view of it goes, not left for the cyclic collector: a Binance
+        book is thousands of levels, and the soak showed dozens of them waiting
+        for a full collection."""
+        ref = self._view
+        view = ref() if ref is not None else None
+        if view is None:
+            view = BookView(self)
+            self._view = weakref.ref(view)
+        return view
 
     def reset(self) -> None:
         """Forget everything (snapshot is authoritative: never merge, design.md §1.2)."""
@@ -229,7 +240,7 @@ class Book:
 class BookView:
     """Read-only view of a live book (what events and ``Feed.book()`` hand out)."""
 
-    __slots__ = ("_book",)
+    __slots__ = ("__weakref__", "_book")
 
     def __init__(self, book: Book) -> None:
         self._book = book
