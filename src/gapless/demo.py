@@ -432,9 +432,7 @@ async def run_demo(
             for venue, pxs in proxies.items():
                 helpers.append(
                     asyncio.create_task(
-                        drive_transport(
-                            venue, pxs, transport_scenarios[venue], clock, extra_faults
-                        )
+                        drive_transport(venue, pxs, transport_scenarios[venue], clock, extra_faults)
                     )
                 )
             if sampler is not None:

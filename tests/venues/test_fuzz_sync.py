@@ -26,13 +26,13 @@ The contract checked after every input:
   book; after a reconnect the book equals the venue's (the snapshot is
   authoritative, design.md §1.2).
 
-Known limitation (reported, not fixed here; see ``test_poisoned_sequence_*``):
-a well-formed sequence venue frame whose final id is pushed far ahead (``u`` or
-``sequenceEnd`` of 10**18) is applied, and every later real update is then
-dropped as "already in book" without a Gap. The fuzz tells such runs apart
-(the adapter's book sequence is ahead of the venue's); a reconnect heals them
-on KuCoin, not on Binance (a known bug: its ``last_seq`` guard then refuses
-every snapshot).
+A well-formed sequence venue frame whose final id is pushed far ahead (``u``
+or ``sequenceEnd`` of 10**18) is applied (the live rule allows it), and later
+real updates then lie "inside" the book: after ``max_stale_updates`` (100) of
+them in a row the book is declared wrong, a Gap and a resync
+(``test_poisoned_sequence_*``). The fuzz runs a dozen updates in session, fewer
+than that bound, so it tells such runs apart (the adapter's book sequence is
+ahead of the venue's) and requires them to heal by reconnect.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gapless.book import Book
-from gapless.errors import DecodeError
+from gapless.errors import ConfigError, DecodeError
 from gapless.events import BadFrame, BookSnapshot, BookUpdate, Event, Gap, OrderUpdate
 from gapless.secrets import Credentials, Secret
 from gapless.sim import binance_wire as bw
@@ -76,7 +76,7 @@ from gapless.venues.kucoin import protocol as cp
 from gapless.venues.kucoin.adapter import KucoinAdapter, KucoinOptions
 from gapless.venues.kucoin.private import KucoinPrivateAdapter, KucoinPrivateOptions
 from gapless.venues.kucoin.sync import L2Sync, MatchCheck
-from gapless.venues.seqsync import SequenceCheck, SyncState
+from gapless.venues.seqsync import DEFAULT_MAX_STALE_RUN, SequenceCheck, SyncState
 
 _SCALE = int(os.environ.get("GAPLESS_FUZZ_SCALE", "1"))
 WALL0 = 1_700_000_000_000_000_000
@@ -215,7 +215,8 @@ class Harness:
         return None
 
     def poison_outlives_reconnect(self) -> bool:
-        """The known Binance bug (test_binance_poisoned_sequence_heals_by_reconnect)."""
+        """A delivered id above the venue's that no snapshot can get past (fixed: Binance
+        refused every later snapshot as older than it)."""
         return False
 
     # -- plumbing
@@ -852,15 +853,11 @@ def test_adapter_survives_hostile_frames_and_heals(
     event(f"book valid after the hostile inputs: {h.live()}")
     event(f"reconnects asked: {min(h.reconnects, 2)}")
     if not h.heal_in_session():
-        # the known limitation (test_poisoned_sequence_*): anything else is a wedge
+        # a poisoned sequence needs max_stale_updates updates (test_poisoned_sequence_*),
+        # more than heal_in_session feeds: anything else is a wedge
         assert h.poisoned(), "the adapter is wedged: no valid update delivered"
         event("sequence poisoned: no update delivered in session")
-    try:
-        h.heal_by_reconnect()
-    except AssertionError:
-        if not h.poison_outlives_reconnect():
-            raise
-        event("Binance: a poisoned update id outlives the reconnect")
+    h.heal_by_reconnect()
 
 
 @pytest.mark.parametrize("side", ["", {}])
@@ -885,41 +882,61 @@ def _poison(h: BinanceH | KucoinH) -> str:
     return kw.l2update(h.symbol, [], entry, h.seq + 1, 10**18, h.ms, h.PP, h.QP)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation, reported: a well-formed update whose final id is far ahead "
-    "is applied, and every later real update is then dropped as 'already in book' "
-    "without a Gap (the book stays valid and frozen)",
-)
+def _stream_events(h: BinanceH | KucoinH, since: int) -> list[Event]:
+    return [e for e in h.events[since:] if getattr(e, "stream", None) == h.stream]
+
+
 @pytest.mark.parametrize("harness", [BinanceH, KucoinH], ids=lambda h: h.__name__)
-def test_poisoned_sequence_is_not_a_silent_wedge(harness: type[BinanceH | KucoinH]) -> None:
+def test_poisoned_sequence_is_declared_and_heals_in_session(
+    harness: type[BinanceH | KucoinH],
+) -> None:
+    """A well-formed update whose final id is far ahead (10**18) is applied, as
+    the live rule allows; the venue's real updates then all lie "inside" the
+    book. After ``max_stale_updates`` of them in a row the book is declared
+    wrong: a sequence Gap by time (no ``first_seq``: the ids are the bad ones),
+    a resync, and the venue's book again, in the same session."""
     h = harness()
     h.up()
     h.feed(_poison(h))
-    out: list[Event] = []
-    for _ in range(5):
-        out += h.feed(h.valid_update()).events
-    assert any(isinstance(e, BookUpdate | Gap) for e in out), "later updates dropped silently"
+    mark = len(h.events)
+    for _ in range(DEFAULT_MAX_STALE_RUN):
+        h.feed(h.valid_update())
+    assert not _stream_events(h, mark), "within the bound the updates are dropped as repeats"
+    h.feed(h.valid_update())
+    for _ in range(6):
+        if any(isinstance(e, BookSnapshot) for e in _stream_events(h, mark)):
+            break
+        h.tick(7.0)
+        h.feed(h.valid_update())
+    events = _stream_events(h, mark)
+    gaps = [e for e in events if isinstance(e, Gap)]
+    assert len(gaps) == 1, events
+    gap = gaps[0]
+    assert gap.cause == "sequence_gap"
+    assert gap.first_seq is None
+    assert "went back" in (gap.detail or "")
+    assert gap.start_ts_ns is not None
+    snaps = [i for i, e in enumerate(events) if isinstance(e, BookSnapshot)]
+    assert snaps, "no new snapshot"
+    assert events.index(gap) < snaps[0], "the Gap precedes the new snapshot"
+    assert h.live()
+    b = h.adapter_book()
+    assert b is not None
+    assert h.as_sides(b) == h.truth(), "not the venue's book"
+    assert h.heal_in_session()
 
 
-def test_kucoin_poisoned_sequence_heals_by_reconnect() -> None:
-    h = KucoinH()
+@pytest.mark.parametrize("harness", [BinanceH, KucoinH], ids=lambda h: h.__name__)
+def test_poisoned_sequence_heals_by_reconnect(harness: type[BinanceH | KucoinH]) -> None:
+    """The poisoned id was delivered, then the connection went: the new
+    snapshots are all older than it. Binance refused them for ever (endless
+    weight-50 refetches); now, after ``MAX_SNAPSHOTS_BEHIND`` refusals, the id is
+    judged bad and the snapshot used, with the gap declared by time."""
+    h = harness()
     h.up()
     h.feed(_poison(h))
     h.heal_by_reconnect()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, reported: after a poisoned update id was delivered, Binance's "
-    "'snapshot older than what the user has' guard (last_seq) refuses every REST "
-    "snapshot after a reconnect: endless refetch (weight 50 each), the book never heals",
-)
-def test_binance_poisoned_sequence_heals_by_reconnect() -> None:
-    h = BinanceH()
-    h.up()
-    h.feed(_poison(h))
-    h.heal_by_reconnect()
+    assert not h.poison_outlives_reconnect()
 
 
 @pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.__name__)
@@ -1435,3 +1452,11 @@ def test_private_adapter_survives_hostile_frames_and_heals(
     event(f"bad frames reported: {min(h.adapter.bad_frames, 3)}")
     event(f"phase after the hostile inputs: {h.adapter.phase.value}")
     h.heal()
+
+
+@pytest.mark.parametrize("options", [BinanceOptions, KucoinOptions])
+def test_max_stale_updates_is_validated(options: Any) -> None:
+    assert options().max_stale_updates == DEFAULT_MAX_STALE_RUN
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ConfigError):
+            options(max_stale_updates=bad)

@@ -67,6 +67,7 @@ from gapless.errors import ConfigError, DecodeError, LocalProtocolError
 from gapless.venues.numbers import parse_fixed
 
 __all__ = [
+    "DEFAULT_MAX_STALE_RUN",
     "MAX_PRECISION",
     "UNBOUNDED_DEPTH",
     "Applied",
@@ -349,12 +350,22 @@ class GapDetected:
     The book was thrown away; the message that revealed the gap is kept as the
     first message of a new cycle (state NEED_SNAPSHOT): fetch a snapshot.
     ``was_live`` is True when a live book was invalidated (the caller reports
-    a Gap); False when it happened while still waiting for a snapshot."""
+    a Gap); False when it happened while still waiting for a snapshot.
+
+    ``regressed``: not a hole but ids going *back* for good, more than
+    ``max_stale_run`` live messages in a row wholly at or below the book's
+    sequence (``got`` is the last one's end). The book's sequence came from a
+    message the venue's stream does not continue (a corrupt or poisoned id):
+    every later update would be dropped as "already in book" while the book
+    stayed valid and frozen. The caller must also forget its own "last
+    delivered" id, which came from the same message, or it would refuse every
+    honest snapshot as older than what the user has."""
 
     fetch_snapshot: ClassVar[bool] = True
     expected: int
     got: int
     was_live: bool
+    regressed: bool = False
 
 
 SyncResult = NeedSnapshot | Buffered | Pending | Dropped | Applied | Synced | Refetch | GapDetected
@@ -362,6 +373,11 @@ SyncResult = NeedSnapshot | Buffered | Pending | Dropped | Applied | Synced | Re
 # ------------------------------------------------------------------ engine
 
 M = TypeVar("M")
+
+#: live messages in a row wholly at or below the book's sequence before the
+#: book is declared wrong (:class:`GapDetected` ``regressed``): 10 s of a
+#: Binance 100 ms stream, far more than a repeat or a handover overlap
+DEFAULT_MAX_STALE_RUN = 100
 
 
 class SyncTally:
@@ -381,7 +397,10 @@ class SequencedBookSync(abc.ABC, Generic[M]):
     :meth:`_changes` (its levels as ``(price, qty)`` strings, given the book
     sequence it is applied on). ``max_buffer`` bounds the messages held while
     waiting for a snapshot; overflowing it restarts the cycle
-    (:class:`NeedSnapshot` with reason ``"overflow"``)."""
+    (:class:`NeedSnapshot` with reason ``"overflow"``). ``max_stale_run``
+    bounds the live messages in a row that may lie wholly at or below the
+    book's sequence (a venue's repeat, a make-before-break overlap) before the
+    book is declared wrong (:class:`GapDetected` with ``regressed``)."""
 
     def __init__(
         self,
@@ -389,6 +408,7 @@ class SequencedBookSync(abc.ABC, Generic[M]):
         symbol: str,
         *,
         max_buffer: int = 10_000,
+        max_stale_run: int = DEFAULT_MAX_STALE_RUN,
         depth: int | None = None,
         price_precision: int = 0,
         qty_precision: int = 0,
@@ -396,6 +416,10 @@ class SequencedBookSync(abc.ABC, Generic[M]):
     ) -> None:
         if max_buffer < 1:
             raise ConfigError("max_buffer must be at least 1")
+        if type(max_stale_run) is not int or max_stale_run < 1:
+            raise ConfigError("max_stale_run must be a positive int")
+        self._max_stale_run = max_stale_run
+        self._stale_run = 0  # live messages in a row wholly inside the book
         self._tally = tally
         if tally is not None:
             tally.unsynced += 1  # starts BUFFERING
@@ -484,6 +508,7 @@ class SequencedBookSync(abc.ABC, Generic[M]):
         self._buffer.clear()
         self._pending = None
         self._seq = None
+        self._stale_run = 0
         if msg is None:
             self._state = SyncState.BUFFERING
             self._last_seen = None
@@ -533,6 +558,7 @@ class SequencedBookSync(abc.ABC, Generic[M]):
         self._scaled.book.apply(bids, asks)
         self._seq = last
         self._last_seen = last
+        self._stale_run = 0
         return True
 
     def _checked_range(self, msg: M) -> tuple[int, int]:
@@ -560,7 +586,12 @@ class SequencedBookSync(abc.ABC, Generic[M]):
             seq = self._seq
             assert seq is not None
             if last <= seq:
+                self._stale_run += 1
+                if self._stale_run > self._max_stale_run:
+                    self._restart(msg)
+                    return GapDetected(seq + 1, last, True, regressed=True)
                 return Dropped(first, last, "already in book")
+            self._stale_run = 0
             if first > seq + 1:
                 self._restart(msg)
                 return GapDetected(seq + 1, first, True)

@@ -188,6 +188,40 @@ def test_live_continuity_duplicates_and_overlap() -> None:
     assert book_of(s)[1] == {}
 
 
+def test_ids_that_stay_inside_the_book_are_a_regression() -> None:
+    """A corrupt event ran the book's id far ahead: the venue's real events all lie
+    inside it. Up to ``max_stale_run`` of them in a row are repeats; one more
+    and the book is declared wrong (a Gap, then a snapshot), never kept frozen."""
+    s = DepthSync("BNBBTC", max_stale_run=3)
+    s.on_event(ev(100, 105))
+    s.on_snapshot(105, SNAP_BIDS, SNAP_ASKS)
+    assert isinstance(s.on_event(ev(106, 10**18, bids=[("1", "1")])), Applied)
+    for first in (107, 108, 109):
+        assert s.on_event(ev(first, first)) == Dropped(first, first, "already in book")
+    r = s.on_event(ev(110, 110))
+    assert r == GapDetected(expected=10**18 + 1, got=110, was_live=True, regressed=True)
+    assert r.fetch_snapshot
+    assert not s.book.valid
+    assert len(s.book) == 0
+    assert (state(s), s.buffered, s.first_seq) == (SyncState.NEED_SNAPSHOT, 1, 110)
+    assert s.on_snapshot(110, SNAP_BIDS, []) == Synced(110, 110, 0, 1)
+
+
+def test_an_applied_event_ends_a_run_of_repeats() -> None:
+    s = DepthSync("BNBBTC", max_stale_run=2)
+    s.on_event(ev(100, 105))
+    s.on_snapshot(105, [], [])
+    for _ in range(5):  # repeats, each run cut by a real event
+        assert isinstance(s.on_event(ev(104, 104)), Dropped)
+        assert isinstance(s.on_event(ev(105, 105)), Dropped)
+        nxt = s.seq + 1 if s.seq is not None else 0
+        assert isinstance(s.on_event(ev(nxt, nxt)), Applied)
+    assert s.book.valid
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ConfigError):
+            DepthSync("X", max_stale_run=bad)  # type: ignore[arg-type]
+
+
 def test_gap_inside_the_buffer_restarts_the_cycle() -> None:
     s = DepthSync("BNBBTC")
     s.on_event(ev(100, 105))

@@ -179,8 +179,12 @@ from gapless.venues.binance.sync import (
 )
 from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH, json_depth_over
 from gapless.venues.numbers import PriceCache, fixed_plain, fixed_plain_cached
+from gapless.venues.seqsync import DEFAULT_MAX_STALE_RUN, pick_snapshot_owner
 from gapless.venues.seqsync import Levels as TextLevels
-from gapless.venues.seqsync import pick_snapshot_owner
+
+#: snapshots in a row refused as older than the last delivered update id before
+#: that id is judged bad (the venue's ids went back) and the next one is used
+MAX_SNAPSHOTS_BEHIND = 5
 
 __all__ = [
     "DEFAULT_REST_BUDGET",
@@ -238,6 +242,9 @@ class BinanceOptions:
     lifetime_margin_s: float = 60.0
     make_before_break: bool = True  # the runtime replaces planned closes itself
     max_buffer: int = 10_000  # diff events held per book while waiting for a snapshot
+    #: live diff events in a row wholly at or below the book's update id before the
+    #: book is declared wrong (a corrupt id ran it ahead): a Gap and a resync
+    max_stale_updates: int = DEFAULT_MAX_STALE_RUN
     #: hostile input: a frame nested deeper than this is a BadFrame, refused before
     #: decoding (gapless.venues.limits); None turns the check off
     max_json_depth: int | None = DEFAULT_MAX_JSON_DEPTH
@@ -255,6 +262,8 @@ class BinanceOptions:
             raise ConfigError("snapshot_limit must be within 1..5000 (§3.7)")
         if self.max_resyncs_per_minute < 1 or self.max_buffer < 1:
             raise ConfigError("max_resyncs_per_minute and max_buffer must be positive")
+        if type(self.max_stale_updates) is not int or self.max_stale_updates < 1:
+            raise ConfigError("max_stale_updates must be a positive int")
         if self.rest_budget.capacity <= 0 or self.rest_budget.per_second <= 0:
             raise ConfigError("rest_budget needs a positive capacity and rate")
         if self.lifetime_margin_s < 0 or self.lifetime_s <= self.lifetime_margin_s:
@@ -331,8 +340,9 @@ class _TapSync(DepthSync):
     joined, and the snapshot's levels before the first of them (the book is
     exactly the snapshot when the first replayed event's changes are asked for)."""
 
-    def __init__(self, symbol: str, max_buffer: int, tally: SyncTally) -> None:
-        super().__init__(symbol, max_buffer=max_buffer, tally=tally)
+    def __init__(self, symbol: str, limits: tuple[int, int], tally: SyncTally) -> None:
+        """``limits``: ``(max_buffer, max_stale_run)``."""
+        super().__init__(symbol, max_buffer=limits[0], max_stale_run=limits[1], tally=tally)
         self.tap: list[p.DepthUpdate] | None = None
         self.base: tuple[tuple[Level, ...], tuple[Level, ...]] | None = None
 
@@ -370,6 +380,7 @@ class _Stream(CountedState[_St]):
         "snap_retry_at",
         "snap_retry_delay",
         "snap_wanted",
+        "snaps_behind",
         "spec",
         "symbol",
         "sync",
@@ -380,7 +391,7 @@ class _Stream(CountedState[_St]):
         self,
         spec: StreamSpec,
         name: str,
-        max_buffer: int,
+        limits: tuple[int, int],
         counts: dict[_St, int],
         tally: SyncTally,
     ) -> None:
@@ -400,7 +411,7 @@ class _Stream(CountedState[_St]):
         self.retry_at: float | None = None
         self.retry_delay = 0.0
         self.resync_times: deque[float] = deque()
-        self.sync = _TapSync(spec.symbol, max_buffer, tally) if spec.channel == "book" else None
+        self.sync = _TapSync(spec.symbol, limits, tally) if spec.channel == "book" else None
         self.trades = TradeIdCheck() if spec.channel == "trade" else None
         self.snap_wanted = False  # a snapshot request must be emitted when allowed
         self.snap_inflight = 0
@@ -408,6 +419,7 @@ class _Stream(CountedState[_St]):
         self.snap_last_mono: float | None = None
         self.snap_retry_at = 0.0
         self.snap_retry_delay = 0.0
+        self.snaps_behind = 0  # snapshots in a row refused as older than delivered
 
 
 class BinanceAdapter:
@@ -482,7 +494,13 @@ class BinanceAdapter:
                 f"{spec.key}: more than {self.options.max_streams} streams on one "
                 "connection (§3.2); use another connection"
             )
-        st = _Stream(spec, name, self.options.max_buffer, self._state_counts, self._tally)
+        st = _Stream(
+            spec,
+            name,
+            (self.options.max_buffer, self.options.max_stale_updates),
+            self._state_counts,
+            self._tally,
+        )
         self._streams[spec.key] = st
         self._by_name[name] = st
 
@@ -598,6 +616,21 @@ class BinanceAdapter:
                 return
 
     # ------------------------------------------------------------------ gaps
+    def _regressed(self, st: _Stream, detail: str) -> None:
+        """The venue's update ids stay below the last delivered one: a corrupt id
+        ran the book ahead (:class:`~gapless.venues.seqsync.GapDetected`
+        ``regressed``, or snapshots that keep answering below it), and every
+        update since was dropped. The gap is declared by time from the last
+        delivered event, with no ``first_seq`` (the ids it would name are the bad
+        ones); the bad id is forgotten, or every honest snapshot would be
+        refused as older than what the user has."""
+        gap = st.gap
+        if gap is None:
+            st.gap = _OpenGap(GapCause.SEQUENCE_GAP, st.last_ts_ns, None, detail)
+        else:  # already open (a disconnect): keep its cause and start, drop the bad id
+            st.gap = _OpenGap(gap.cause, gap.start_ts_ns, None, f"{gap.detail}; {detail}")
+        st.last_seq = None
+
     def _open_gap(self, st: _Stream, cause: GapCause, detail: str) -> None:
         if st.gap is not None or st.last_seq is None:
             return  # already open, or nothing was ever delivered on this stream
@@ -1143,10 +1176,20 @@ class BinanceAdapter:
         if sync.state is SyncState.SYNCED:
             return  # an answer to a repeated request: the book is live already
         if st.last_seq is not None and snap.last_update_id < st.last_seq:
-            # older than what the user already has: using it would repeat update ids
-            st.counters.refetches += 1
-            st.snap_wanted = sync.state is SyncState.NEED_SNAPSHOT
-            return
+            st.snaps_behind += 1
+            if st.snaps_behind <= MAX_SNAPSHOTS_BEHIND:
+                # older than what the user already has: using it would repeat update ids
+                st.counters.refetches += 1
+                st.snap_wanted = sync.state is SyncState.NEED_SNAPSHOT
+                return
+            # the venue keeps answering below the last delivered id: that id was
+            # bad (a corrupt update ran the book ahead before the connection went)
+            self._regressed(
+                st,
+                f"update ids went back: {st.snaps_behind} snapshots in a row at or "
+                f"below {snap.last_update_id}, under the last delivered id {st.last_seq}",
+            )
+        st.snaps_behind = 0
         sync.tap = []
         sync.base = None
         try:
@@ -1503,7 +1546,14 @@ class BinanceAdapter:
         elif isinstance(res, Synced):  # a held snapshot and the first event that fits it
             self._on_synced(st, res, applied, now, out)
         elif isinstance(res, GapDetected):
-            if res.was_live:
+            if res.regressed:
+                self._regressed(
+                    st,
+                    f"update ids went back: {self.options.max_stale_updates + 1} events in a "
+                    f"row at or below the book's id {res.expected - 1} (latest ends at {res.got})",
+                )
+                self._note_resync(st, now, out)
+            elif res.was_live:
                 self._open_gap(
                     st,
                     GapCause.SEQUENCE_GAP,

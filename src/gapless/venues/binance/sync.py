@@ -66,6 +66,7 @@ from collections.abc import Iterable
 
 from gapless.venues.binance.protocol import VENUE, DepthSnapshot, DepthUpdate, TradeMsg
 from gapless.venues.seqsync import (
+    DEFAULT_MAX_STALE_RUN,
     Applied,
     Buffered,
     Dropped,
@@ -117,6 +118,7 @@ class DepthSync(SequencedBookSync[DepthUpdate]):
         symbol: str,
         *,
         max_buffer: int = 10_000,
+        max_stale_run: int = DEFAULT_MAX_STALE_RUN,
         price_precision: int = 0,
         qty_precision: int = 0,
         tally: SyncTally | None = None,
@@ -125,6 +127,7 @@ class DepthSync(SequencedBookSync[DepthUpdate]):
             VENUE,
             symbol,
             max_buffer=max_buffer,
+            max_stale_run=max_stale_run,
             depth=None,
             price_precision=price_precision,
             qty_precision=qty_precision,

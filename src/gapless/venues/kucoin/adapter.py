@@ -196,7 +196,7 @@ from gapless.venues.kucoin.sync import (
 )
 from gapless.venues.limits import DEFAULT_MAX_JSON_DEPTH
 from gapless.venues.numbers import fixed_plain
-from gapless.venues.seqsync import pick_snapshot_owner
+from gapless.venues.seqsync import DEFAULT_MAX_STALE_RUN, pick_snapshot_owner
 
 __all__ = ["KucoinAdapter", "KucoinOptions", "RestBudgetSpec", "StreamCounters"]
 
@@ -262,6 +262,9 @@ class KucoinOptions:
     time_gap_margin_s: float = 0.25
     uplink_max_per_10s: int = 90
     max_buffer: int = 10_000
+    #: live l2updates in a row wholly at or below the book's sequence before the
+    #: book is declared wrong (a corrupt id ran it ahead): a Gap and a resync
+    max_stale_updates: int = DEFAULT_MAX_STALE_RUN
     #: hostile input: a frame nested deeper than this is a BadFrame, refused before
     #: decoding (gapless.venues.limits); None turns the check off
     max_json_depth: int | None = DEFAULT_MAX_JSON_DEPTH
@@ -280,6 +283,8 @@ class KucoinOptions:
             raise ConfigError("uplink_max_per_10s must be within 1..100 (§2.4)")
         if self.max_resyncs_per_minute < 1:
             raise ConfigError("max_resyncs_per_minute must be at least 1")
+        if type(self.max_stale_updates) is not int or self.max_stale_updates < 1:
+            raise ConfigError("max_stale_updates must be a positive int")
         if self.book_refresh_fraction is not None and not 0 < self.book_refresh_fraction <= 1:
             raise ConfigError("book_refresh_fraction must be within (0, 1]")
         if not 0 < self.latency_smoothing <= 1:
@@ -327,8 +332,8 @@ class _TapSync(L2Sync):
     calibration applies (its :class:`Applied` and ``time``), and the snapshot as
     loaded (``base``) just before the first of them is applied."""
 
-    def __init__(self, symbol: str, max_buffer: int) -> None:
-        super().__init__(symbol, max_buffer=max_buffer)
+    def __init__(self, symbol: str, limits: tuple[int, int]) -> None:
+        super().__init__(symbol, max_buffer=limits[0], max_stale_run=limits[1])
         self.tap: list[tuple[Applied, int]] | None = None
         self.base: _Base | None = None
 
@@ -355,8 +360,9 @@ class _L2:
 
     __slots__ = ("fixed_window", "held", "last_msg_ms", "sync", "window")
 
-    def __init__(self, symbol: str, max_buffer: int) -> None:
-        self.sync = _TapSync(symbol, max_buffer)
+    def __init__(self, symbol: str, limits: tuple[int, int]) -> None:
+        """``limits``: the sync's ``(max_buffer, max_stale_run)``."""
+        self.sync = _TapSync(symbol, limits)
         self.window: Window = (None, None)
         # the window scaled at a price precision: (window, precision, floor, ceiling)
         self.fixed_window: tuple[Window, int, int | None, int | None] | None = None
@@ -434,7 +440,7 @@ class _Stream(CountedState[_St]):
     )
 
     def __init__(
-        self, spec: StreamSpec, prefix: str, max_buffer: int, counts: dict[_St, int]
+        self, spec: StreamSpec, prefix: str, limits: tuple[int, int], counts: dict[_St, int]
     ) -> None:
         super().__init__(counts, _St.IDLE)
         self.spec = spec
@@ -451,7 +457,7 @@ class _Stream(CountedState[_St]):
         self.retry_delay = 0.0
         self.last_data_mono = 0.0
         self.resync_times: deque[float] = deque(maxlen=64)
-        self.l2 = _L2(spec.symbol, max_buffer) if spec.channel == "book" else None
+        self.l2 = _L2(spec.symbol, limits) if spec.channel == "book" else None
         self.shadow: _L2 | None = None
         self.fetching = False
         self.fetch_due: float | None = None
@@ -480,6 +486,7 @@ class KucoinAdapter:
         passive: bool = False,
     ) -> None:
         self.options = options or KucoinOptions()
+        self._sync_limits = (self.options.max_buffer, self.options.max_stale_updates)
         self._max_json_depth = self.options.max_json_depth
         self._streams: dict[str, _Stream] = {}
         self._books: dict[str, _Stream] = {}
@@ -579,7 +586,7 @@ class KucoinAdapter:
                 f"more than {self.options.max_topics_per_connection} topics on one KuCoin "
                 "connection (§2.4): spread the streams over several connections"
             )
-        st = _Stream(spec, prefix, self.options.max_buffer, self._state_counts)
+        st = _Stream(spec, prefix, self._sync_limits, self._state_counts)
         self._streams[spec.key] = st
         if spec.channel == "book":
             self._books[spec.symbol] = st
@@ -826,7 +833,7 @@ class KucoinAdapter:
             return Step()
         if st.state is _St.LIVE and st.shadow is None and st.l2.sync.state is SyncState.SYNCED:
             # asked for by the refresh the live timer started (see _passive_refresh)
-            st.shadow = _L2(st.symbol, self.options.max_buffer)
+            st.shadow = _L2(st.symbol, self._sync_limits)
         return self.on_rest(RestResult(f"l2:{st.symbol}", status, body, error=error), now)
 
     def _passive_note_ask(self, st: _Stream) -> None:
@@ -880,7 +887,7 @@ class KucoinAdapter:
         st = self._books.get(symbol)
         if st is None or st.state is not _St.LIVE or st.shadow is not None or not self._thin(st):
             return
-        st.shadow = _L2(st.symbol, self.options.max_buffer)
+        st.shadow = _L2(st.symbol, self._sync_limits)
 
     # ------------------------------------------------------------------ lifecycle
     def on_connected(self, conn: str, now: Now) -> Step:
@@ -1712,6 +1719,16 @@ class KucoinAdapter:
             elif r.was_live:
                 since = st.last_ts_ns
                 detail = f"expected sequence {r.expected}, got {r.got}"
+                if r.regressed:
+                    # every l2update since a corrupt sequence ran the book ahead was
+                    # dropped: a gap by time (its sequences are the bad ones), and the
+                    # bad sequence is forgotten or the next snapshot would "heal" it
+                    detail = (
+                        f"sequences went back: {self.options.max_stale_updates + 1} "
+                        f"l2updates in a row at or below the book's {r.expected - 1} "
+                        f"(latest ends at {r.got})"
+                    )
+                    st.last_seq = None
                 self._resync_book(st, GapCause.SEQUENCE_GAP, detail, now, out, restarted=True)
                 self._siblings_lost(st, since, msg.time_ms * 1_000_000, detail, now, out)
             elif st.state is not _St.PENDING:
@@ -1864,7 +1881,7 @@ class KucoinAdapter:
             last = st.last_refresh_mono
             if last is None or now.mono - last >= opts.book_refresh_min_interval_s:
                 st.last_refresh_mono = now.mono
-                st.shadow = _L2(st.symbol, opts.max_buffer)
+                st.shadow = _L2(st.symbol, self._sync_limits)
                 self._request_snapshot(st, now, out)
 
     def _thin(self, st: _Stream) -> bool:

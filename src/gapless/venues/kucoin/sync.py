@@ -58,6 +58,7 @@ from collections.abc import Iterable
 
 from gapless.venues.kucoin.protocol import VENUE, L2Snapshot, L2Update, Match
 from gapless.venues.seqsync import (
+    DEFAULT_MAX_STALE_RUN,
     Applied,
     Buffered,
     Dropped,
@@ -108,6 +109,7 @@ class L2Sync(SequencedBookSync[L2Update]):
         symbol: str,
         *,
         max_buffer: int = 10_000,
+        max_stale_run: int = DEFAULT_MAX_STALE_RUN,
         price_precision: int = 0,
         qty_precision: int = 0,
     ) -> None:
@@ -115,6 +117,7 @@ class L2Sync(SequencedBookSync[L2Update]):
             VENUE,
             symbol,
             max_buffer=max_buffer,
+            max_stale_run=max_stale_run,
             depth=None,
             price_precision=price_precision,
             qty_precision=qty_precision,
