@@ -60,7 +60,9 @@ class SoakSettings:
     the raw capture (created owner-only). ``queue_size`` (the feed's event
     queue) and ``frame_queue_size`` (each connection's frame queue) are small
     enough that a ``slow_consumer`` of a few seconds overflows them: the
-    declared policy (gaps and a resync) is then part of what is checked."""
+    declared policy (gaps and a resync) is then part of what is checked.
+    Order histories are bounded (``keep_closed_orders``) so that memory after
+    warm-up is the steady state, not histories filling."""
 
     spill_dir: str
     transport_faults: bool = True
@@ -68,6 +70,10 @@ class SoakSettings:
     sample_every_s: float = 5.0
     queue_size: int = 1_000
     frame_queue_size: int = 500
+    #: the client's closed-order history (``max_closed_orders``; the simulator
+    #: keeps twice as many): reached in the first minutes, so the soak runs with
+    #: full histories, evicting, as a long-lived bot does
+    keep_closed_orders: int = 200
 
 
 class EventSpill:

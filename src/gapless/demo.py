@@ -181,10 +181,11 @@ def demo_client_options(url: str) -> tuple[KrakenOptions, RuntimeOptions]:
     return kopts, ropts
 
 
-def demo_private_options() -> KrakenPrivateOptions:
+def demo_private_options(max_closed_orders: int = 10_000) -> KrakenPrivateOptions:
     """Kraken private settings for short runs: a 20 s dead man's switch refreshed
     every 5 s (production: 60 s / 20 s), short ack and answer deadlines."""
     return KrakenPrivateOptions(
+        max_closed_orders=max_closed_orders,
         ping_interval_s=5.0,
         pong_timeout_s=3.0,
         subscribe_ack_timeout_s=3.0,
@@ -303,6 +304,7 @@ async def run_demo(
                         tick_rate_hz=tick_rate_hz,
                         truth_path=tpath("kraken"),
                         truth_in_memory=soak is None,
+                        keep_closed_orders=None if soak is None else 2 * soak.keep_closed_orders,
                     )
                 )
             )
@@ -417,7 +419,11 @@ async def run_demo(
             runtime=ropts,
             capture=capture,
             credentials=credentials,
-            kraken_private=demo_private_options() if private else None,
+            kraken_private=(
+                demo_private_options(soak.keep_closed_orders if soak else 10_000)
+                if private
+                else None
+            ),
             queue_size=soak.queue_size if soak is not None else 10_000,
         )
         bot_stats = BotStats()
@@ -469,7 +475,10 @@ async def run_demo(
                 await _converge(feed, final, converge_timeout_s)
                 if private:
                     private_diffs = await _converge_private(
-                        feed, sims["kraken"], converge_timeout_s
+                        feed,
+                        sims["kraken"],
+                        converge_timeout_s,
+                        soak.keep_closed_orders if soak else None,
                     )
             finally:
                 stop_bot.set()
@@ -492,6 +501,7 @@ async def run_demo(
         sim_stats = {v: _sim_stats(sim) for v, sim in sims.items()}
         proxy_stats = {v: [dataclasses.asdict(p.stats) for p in pxs] for v, pxs in proxies.items()}
         tokens = sims["kraken"].issued_tokens() if private else []
+        forgotten = sims["kraken"].forgotten_orders() if private else 0
     if soak is not None:  # the simulators closed their truth files on the way out
         truth = [*read_jsonl(p for v in sims if (p := tpath(v)) is not None), *extra_faults]
     want = {(sym, d): book for (_venue, sym, d), book in final.items()}
@@ -529,6 +539,9 @@ async def run_demo(
         summary["orders_equal"] = not order_diffs
         summary["balances_equal"] = not balance_diffs
         summary["private"] = _private_summary(events, bot_stats, truth)
+        if soak is not None:  # bounded histories: evicting is part of the run
+            summary["private"]["keep_closed_orders"] = soak.keep_closed_orders
+            summary["private"]["sim_forgotten_orders"] = forgotten
         if order_diffs:
             summary["order_diffs"] = order_diffs[:10]
         if balance_diffs:
@@ -640,13 +653,21 @@ def _only(scenario: Scenario, kinds: Sequence[str], *, keep: bool = True) -> Sce
     return Scenario(f for f in scenario if (f.kind in kinds) == keep)
 
 
-async def _converge_private(feed: Feed, sim: Any, timeout_s: float) -> tuple[list[str], list[str]]:
+async def _converge_private(
+    feed: Feed, sim: Any, timeout_s: float, client_keep: int | None
+) -> tuple[list[str], list[str]]:
     """Wait (bounded) until the client's account view equals the simulator's;
-    returns the remaining differences (orders, balances)."""
+    returns the remaining differences (orders, balances). ``client_keep``: the
+    client's closed-order retention when it is bounded (a soak)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        orders = compare_orders(feed.orders("kraken"), sim.final_orders())
+        orders = compare_orders(
+            feed.orders("kraken"),
+            sim.final_orders(),
+            client_keep=client_keep,
+            sim_forgot=sim.forgotten_orders(),
+        )
         balances = compare_balances(feed.balances("kraken"), sim.final_balances())
         if (not orders and not balances) or loop.time() >= deadline:
             return orders, balances

@@ -52,7 +52,9 @@ class FakeBook:
 
 
 def make_engine(
-    balances: dict[str, str] | None = None, book: FakeBook | None = None
+    balances: dict[str, str] | None = None,
+    book: FakeBook | None = None,
+    keep_closed: int | None = None,
 ) -> MatchingEngine:
     counter = count(1)
 
@@ -61,7 +63,13 @@ def make_engine(
 
     spec = AccountSpec(KEY, "c2VjcmV0", balances or {"USD": "100000", "BTC": "10"})
     return MatchingEngine(
-        [BTC, TST], PREC, new_id, book or FakeBook(), accounts=[spec], first_trade_id=500
+        [BTC, TST],
+        PREC,
+        new_id,
+        book or FakeBook(),
+        accounts=[spec],
+        first_trade_id=500,
+        keep_closed=keep_closed,
     )
 
 
@@ -114,6 +122,36 @@ def test_resting_limit_buy_holds_then_cancel_releases() -> None:
     with pytest.raises(OrderRejected, match="EOrder:Unknown order"):
         eng.cancel(KEY, view.order_id, 21)
     assert eng.final_orders(KEY)[view.order_id].status == "canceled"
+
+
+def test_keep_closed_forgets_the_oldest_closed_orders_never_open_ones() -> None:
+    """A long soak bounds the engine's history as a venue's is: the oldest closed
+    orders are forgotten (counted), open ones never; a forgotten order is
+    unknown to cancel, as on the venue."""
+    eng = make_engine(keep_closed=2)
+    acct = eng.account(KEY)
+
+    def rest(ts: int) -> str:
+        view, _ = eng.add_order(
+            KEY, symbol="BTC/USD", side="buy", order_type="limit", qty=D("0.1"),
+            limit_price=D("90.0"), cl_ord_id=None, ts=ts,
+        )  # fmt: skip
+        return view.order_id
+
+    resting = rest(1)  # stays open throughout
+    closed = []
+    for ts in range(2, 6):
+        oid = rest(ts)
+        eng.cancel(KEY, oid, ts)
+        closed.append(oid)
+    assert acct.forgotten == 2
+    assert list(eng.final_orders(KEY)) == [resting, *closed[2:]]
+    assert eng.final_orders(KEY)[resting].status == "new"
+    with pytest.raises(OrderRejected, match="EOrder:Unknown order"):
+        eng.cancel(KEY, closed[0], 9)
+    assert make_engine().account(KEY).forgotten == 0  # None keeps everything
+    with pytest.raises(ValueError, match="keep_closed"):
+        make_engine(keep_closed=-1)
 
 
 def test_marketable_limit_walks_visible_levels_as_taker() -> None:

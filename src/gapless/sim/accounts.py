@@ -370,6 +370,8 @@ class Account:
             self._bal[asset] = _Balance(_round(amount, precisions[asset]))
         self.orders: dict[str, _Order] = {}
         self.open: dict[str, _Order] = {}
+        self.closed: deque[str] = deque()  # ids of closed orders, oldest first
+        self.forgotten = 0  # closed orders dropped beyond the engine's keep_closed
         self.dms_deadline: int | None = None
         self.fills: deque[ExecutionReport] = deque(maxlen=max(1, recent))
 
@@ -408,6 +410,10 @@ class MatchingEngine:
     ``ledger`` (each venue has its own format). Trade ids are ints from a
     counter starting at ``first_trade_id``. ``asset_precisions`` must cover
     every asset of ``instruments`` and of the accounts' balances.
+    ``keep_closed``: remember at most that many closed orders per account (the
+    oldest closed are forgotten, as a venue's history does; counted in
+    ``Account.forgotten``); None keeps every order (the default: tests and the
+    demo compare them all).
     """
 
     def __init__(
@@ -422,7 +428,11 @@ class MatchingEngine:
         taker_fee: Decimal | str = "0.0026",
         first_trade_id: int = 1,
         recent_fills: int = 50,
+        keep_closed: int | None = None,
     ) -> None:
+        if keep_closed is not None and keep_closed < 0:
+            raise ValueError("keep_closed must be >= 0 or None")
+        self._keep_closed = keep_closed
         self.instruments = {i.symbol: i for i in instruments}
         self.precisions = dict(asset_precisions)
         for inst in instruments:
@@ -779,6 +789,12 @@ class MatchingEngine:
         acct._b(o.hold_asset).hold -= o.hold
         o.hold = _ZERO
         acct.open.pop(o.order_id, None)
+        keep = self._keep_closed
+        if keep is not None:
+            acct.closed.append(o.order_id)
+            while len(acct.closed) > keep:
+                del acct.orders[acct.closed.popleft()]
+                acct.forgotten += 1
         exec_type: ExecType = "filled" if status == "filled" else "canceled"
         if status == "expired":
             exec_type = "expired"

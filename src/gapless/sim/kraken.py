@@ -233,6 +233,9 @@ class SimConfig:
     truth_path: str | Path | None = None
     #: False (with a ``truth_path``): the truth file is the only copy (long soaks)
     truth_in_memory: bool = True
+    #: closed orders the matching engine remembers per account (None: all; long
+    #: soaks bound it, as a venue's order history is)
+    keep_closed_orders: int | None = None
     idle_timeout_s: float | None = 60.0
     heartbeat_interval_s: float = 1.0
     connect_limit: int = 150
@@ -502,6 +505,10 @@ class KrakenSim:
     def issued_tokens(self) -> list[str]:
         """Every WebSocket token this simulator issued (for secrets canaries)."""
         return list(self._private.tokens)
+
+    def forgotten_orders(self) -> int:
+        """Closed orders dropped beyond ``keep_closed_orders`` (all accounts)."""
+        return sum(a.forgotten for a in self._private.engine.accounts.values())
 
     def final_orders(self, api_key: str | None = None) -> dict[str, dict[str, Any]]:
         """Every order of an account (None = the first configured one): ``{order_id:

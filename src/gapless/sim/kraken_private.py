@@ -584,6 +584,7 @@ class KrakenPrivate:
             maker_fee=cfg.maker_fee,
             taker_fee=cfg.taker_fee,
             first_trade_id=1_000_000_000 + first_trade,
+            keep_closed=cfg.keep_closed_orders,
         )
         self.tokens: dict[str, _Token] = {}
         self.nonces: dict[str, int] = {}
