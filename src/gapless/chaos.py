@@ -70,10 +70,10 @@ class SoakSettings:
     sample_every_s: float = 5.0
     queue_size: int = 1_000
     frame_queue_size: int = 500
-    #: the client's closed-order history (``max_closed_orders``; the simulator
-    #: keeps twice as many): reached in the first minutes, so the soak runs with
-    #: full histories, evicting, as a long-lived bot does
-    keep_closed_orders: int = 200
+    #: the client's order history (``max_closed_orders``; the simulator keeps
+    #: half as many again): the bot places about 85 orders a minute, so both are
+    #: full before warm-up ends and the soak runs evicting, as a long-lived bot does
+    keep_closed_orders: int = 100
 
 
 class EventSpill:

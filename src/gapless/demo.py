@@ -304,7 +304,9 @@ async def run_demo(
                         tick_rate_hz=tick_rate_hz,
                         truth_path=tpath("kraken"),
                         truth_in_memory=soak is None,
-                        keep_closed_orders=None if soak is None else 2 * soak.keep_closed_orders,
+                        keep_closed_orders=(
+                            None if soak is None else soak.keep_closed_orders * 3 // 2
+                        ),
                     )
                 )
             )
