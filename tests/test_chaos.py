@@ -179,8 +179,10 @@ def test_resource_samples_are_plausible() -> None:
         return s
 
     s = asyncio.run(main())
-    t, rss_mb, fds, tasks = s.samples[0]
+    t, rss_mb, fds, tasks, py_blocks, heap_free_mb = s.samples[0]
     assert t == 0.0
     assert 5 < rss_mb < 10_000
     assert fds >= 3
     assert tasks >= 1
+    assert py_blocks > 10_000  # an interpreter with gapless imported
+    assert heap_free_mb == -1 or 0 <= heap_free_mb < rss_mb

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -33,6 +32,7 @@ from typing import IO, Any
 import msgspec
 
 from gapless.events import BookSnapshot, BookUpdate, Event
+from gapless.memory import heap_free_bytes
 from gapless.runtime.clock import WallClock
 from gapless.sim.faults import Fault, Scenario
 from gapless.sim.proxy import FaultProxy
@@ -45,7 +45,6 @@ __all__ = [
     "debug_log_file",
     "drive_transport",
     "find_secrets",
-    "pin_mmap_threshold",
     "read_jsonl",
 ]
 
@@ -68,6 +67,8 @@ class SoakSettings:
     transport_faults: bool = True
     consumer_faults: bool = True
     sample_every_s: float = 5.0
+    #: trim the heap every ``sample_every_s`` (:func:`gapless.memory.trim_heap_every`)
+    trim_heap: bool = True
     queue_size: int = 1_000
     frame_queue_size: int = 500
     #: the client's order history (``max_closed_orders``; the simulator keeps
@@ -133,7 +134,11 @@ def read_jsonl(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
 
 
 class ResourceSampler:
-    """Samples ``[seconds, rss_mb, open_fds, asyncio_tasks]`` every ``every_s``."""
+    """Samples ``[seconds, rss_mb, open_fds, asyncio_tasks, py_blocks, heap_free_mb]``
+    every ``every_s``: ``py_blocks`` is the interpreter's live allocated blocks
+    (``sys.getallocatedblocks``: grows only if live objects do) and
+    ``heap_free_mb`` the glibc heap's free chunks (``mallinfo2().fordblks``; -1
+    elsewhere), the part of RSS that is freed memory the allocator keeps."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
@@ -141,7 +146,14 @@ class ResourceSampler:
 
     def sample(self, t_s: float) -> None:
         self.samples.append(
-            [round(t_s, 1), round(rss_bytes() / 2**20, 1), open_fds(), len(asyncio.all_tasks())]
+            [
+                round(t_s, 1),
+                round(rss_bytes() / 2**20, 1),
+                open_fds(),
+                len(asyncio.all_tasks()),
+                sys.getallocatedblocks(),
+                round(heap_free_bytes() / 2**20, 2),
+            ]
         )
 
     async def run(self, started: float) -> None:
@@ -167,23 +179,6 @@ def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return -1
-
-
-def pin_mmap_threshold(nbytes: int = 1 << 20) -> bool:
-    """glibc only: serve every allocation of ``nbytes`` or more with its own mmap,
-    returned to the system when freed (``mallopt(M_MMAP_THRESHOLD)``; the same as
-    ``MALLOC_MMAP_THRESHOLD_`` in the environment). Without it glibc raises the
-    threshold after the first big free, so one transient 10 MiB hostile frame
-    stays in the heap's high-water mark and RSS steps up for good. Returns
-    whether it was applied."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_mmap_threshold = -3
-    return bool(libc.mallopt(m_mmap_threshold, nbytes))
 
 
 def _fault_record(venue: str, f: Fault, clock: WallClock) -> dict[str, Any]:

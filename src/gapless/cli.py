@@ -238,6 +238,14 @@ def soak(
             "10 MiB hostile frames goes back to the system and RSS follows live memory."
         ),
     ] = True,
+    trim_heap: Annotated[
+        bool,
+        typer.Option(
+            help="Give the heap's free pages back to the system at every sampling period "
+            "(glibc malloc_trim; gapless.memory.trim_heap_every), as a long-running "
+            "service may. Without it glibc keeps freed memory resident and RSS creeps."
+        ),
+    ] = True,
 ) -> None:
     """Run every venue simulator behind a fault proxy with sustained random faults (venue,
     transport and consumer faults), sample memory, descriptors and tasks, and check that
@@ -256,6 +264,7 @@ def soak(
             spill_dir=str(keep) if keep else None,
             sample_every_s=sample_every,
             pin_malloc=pin_malloc,
+            trim_heap=trim_heap,
         )
 
     if not json_out:

@@ -65,6 +65,7 @@ from gapless.events import (
     OrderUpdate,
     Reconciled,
 )
+from gapless.memory import trim_heap_every
 from gapless.observe.tasks import dump_tasks
 from gapless.runtime.backoff import BackoffPolicy
 from gapless.runtime.clock import loop_anchored_wall_clock
@@ -445,6 +446,8 @@ async def run_demo(
                 )
             if sampler is not None:
                 helpers.append(asyncio.create_task(sampler.run(started)))
+            if soak is not None and soak.trim_heap:
+                helpers.append(asyncio.create_task(trim_heap_every(soak.sample_every_s)))
             consumer = asyncio.create_task(
                 _consume(feed, events)
                 if spill is None

@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gapless.chaos import SoakSettings, pin_mmap_threshold
+from gapless.chaos import SoakSettings
 from gapless.demo import DEMO_VENUES, DemoResult, demo_client_options, run_demo
 from gapless.events import Gap, WatchdogFired
+from gapless.memory import pin_mmap_threshold
 from gapless.sim import CONSUMER_FAULT_KINDS, TRANSPORT_FAULT_KINDS
 
 __all__ = ["RSS_GROWTH_LIMIT_PCT", "run_soak", "soak_report"]
@@ -58,6 +59,7 @@ async def run_soak(
     spill_dir: str | None = None,
     sample_every_s: float = 5.0,
     pin_malloc: bool = True,
+    trim_heap: bool = True,
 ) -> dict[str, Any]:
     """Run the soak and return its report (:func:`soak_report`).
 
@@ -65,7 +67,8 @@ async def run_soak(
     owner-only); by default they go to a temporary directory removed afterwards.
     ``pin_malloc`` pins glibc's mmap threshold (:func:`gapless.chaos.pin_mmap_threshold`)
     so the RSS samples follow live memory rather than the heap's high-water mark
-    after the run's 10 MiB hostile frames."""
+    after the run's 10 MiB hostile frames. ``trim_heap`` runs
+    :func:`gapless.memory.trim_heap_every` at the sampling period."""
     tmp = spill_dir is None
     path = _owner_only_dir(spill_dir)
     pinned = pin_mmap_threshold() if pin_malloc else False
@@ -77,13 +80,16 @@ async def run_soak(
             private=private and "kraken" in venues,
             min_faults=4,
             converge_timeout_s=30.0,
-            soak=SoakSettings(spill_dir=str(path), sample_every_s=sample_every_s),
+            soak=SoakSettings(
+                spill_dir=str(path), sample_every_s=sample_every_s, trim_heap=trim_heap
+            ),
         )
     finally:
         if tmp:
             shutil.rmtree(path, ignore_errors=True)
     report = soak_report(result, duration_s)
     report["resources"]["mmap_threshold_pinned"] = pinned
+    report["resources"]["heap_trimmed"] = trim_heap
     return report
 
 
@@ -262,6 +268,11 @@ def _resources(samples: list[list[float]], duration_s: float) -> dict[str, Any]:
         "fds_not_growing": steady(2),
         "tasks_not_growing": steady(3),
     }
+    if all(len(x) >= 6 for x in after):  # what the RSS is made of (not judged)
+        out |= {
+            "py_blocks_after_warmup_end": [int(after[0][4]), int(after[-1][4])],
+            "heap_free_mb_after_warmup_end": [after[0][5], after[-1][5]],
+        }
     out["flat"] = (
         growth < RSS_GROWTH_LIMIT_PCT and out["fds_not_growing"] and out["tasks_not_growing"]
     )

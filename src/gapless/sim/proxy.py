@@ -270,8 +270,10 @@ class FaultProxy:
             n = tox.slice_bytes
         if tox.bandwidth_bps is not None:  # pace in pieces of about 10 ms of the budget
             n = min(n, max(1, int(tox.bandwidth_bps * 0.01)))
-        pieces = [chunk[i : i + n] for i in range(0, len(chunk), n)]
-        for i, piece in enumerate(pieces):
+        # one piece at a time: a 64 KiB chunk sliced to 1 byte is 65,536 objects
+        view = memoryview(chunk)
+        for i in range(0, len(chunk), n):
+            piece = view[i : i + n]
             if pair.closed:
                 return
             if i and tox.slice_delay_s:
