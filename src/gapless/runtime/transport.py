@@ -55,8 +55,11 @@ Differences:
 - Flow control: the picows backend pauses reading the socket while more than
   :data:`HIGH_WATER` frames wait to be consumed and resumes at
   :data:`LOW_WATER`, so a slow consumer pushes back on the server instead of
-  growing memory. The frames already in picows' read buffer still land, one
-  buffer's worth at most. websockets bounds its queue with ``max_queue``.
+  growing memory. The pause acts on the next read, so the frames of the read
+  in progress still land: one read's worth at most, and picows' read buffer
+  doubles whenever a read fills it, up to what the kernel holds for the socket
+  (``net.ipv4.tcp_rmem``'s maximum: 6 MiB by default, 32 MiB on some hosts).
+  websockets bounds its queue with ``max_queue``.
 - Close: after the closing handshake the picows backend closes the TCP
   connection itself, at the latest ``close_timeout_s`` after its own close
   frame. websockets waits for the server to close it; when the server never
