@@ -2,7 +2,7 @@
 
 A feed that runs for days allocates and frees millions of small objects and
 some large ones (REST snapshots, hostile frames). Its live objects stay bounded
-(the soak samples ``sys.getallocatedblocks()``: flat), but glibc keeps freed
+(the soak samples ``sys.getallocatedblocks()``: not growing), but glibc keeps freed
 memory resident: chunks freed in the middle of its heap stay part of RSS until
 trimmed, and after one big free it raises its mmap threshold, so later large
 buffers come from the heap too. The soak measured RSS growing about 6% in ten

@@ -65,7 +65,7 @@ async def run_soak(
 
     ``spill_dir`` keeps the truth, events, DEBUG log and capture there (created
     owner-only); by default they go to a temporary directory removed afterwards.
-    ``pin_malloc`` pins glibc's mmap threshold (:func:`gapless.chaos.pin_mmap_threshold`)
+    ``pin_malloc`` pins glibc's mmap threshold (:func:`gapless.memory.pin_mmap_threshold`)
     so the RSS samples follow live memory rather than the heap's high-water mark
     after the run's 10 MiB hostile frames. ``trim_heap`` runs
     :func:`gapless.memory.trim_heap_every` at the sampling period."""
@@ -194,8 +194,8 @@ def _half_open(result: DemoResult) -> list[dict[str, Any]]:
     )
     fired = [e for e in result.events if isinstance(e, WatchdogFired) and e.kind == "dead_peer"]
     blocks = [
-        (int(f["ts_ns"]), int(f["ts_ns"]) + round(float(f["params"]["duration_s"]) * 1e9))
-        for f in faults
+        (int(f["ts_ns"]), int(f["ts_ns"]) + round(float(f["params"].get("duration_s", 1.0)) * 1e9))
+        for f in faults  # 1.0: the kind's default duration
         if f["kind"] == "loop_block"
     ]
     out: list[dict[str, Any]] = []
