@@ -71,6 +71,8 @@ def test_a_short_soak_loses_nothing_leaks_nothing_and_stays_flat(tmp_path: Path)
     assert s["secrets"]["needles"] >= 4
     assert s["secrets"]["bytes_scanned"] > 1_000_000
     assert s["secrets"]["leaks"] == []
+    searched = set(s["secrets"]["searched"])
+    assert {"debug.log", "capture.jsonl", "events.pickle", "feed stats", "report"} <= searched
     # what the soak wrote is owner-only
     assert stat.S_IMODE(keep.stat().st_mode) == 0o700
     names = {p.name for p in keep.iterdir()}

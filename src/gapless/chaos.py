@@ -292,16 +292,19 @@ def find_secrets(
 ) -> dict[str, Any]:
     """Search ``files`` (read in overlapping chunks) and ``texts`` for every needle.
 
-    Returns ``{"needles": n, "bytes_scanned": b, "leaks": ["<what> in <where>", ...]}``;
-    the needles' values never appear in the result."""
+    Returns ``{"needles": n, "bytes_scanned": b, "searched": [where, ...],
+    "leaks": ["<what> in <where>", ...]}``; the needles' values never appear in
+    the result."""
     wanted = {what: value.encode() for what, value in needles.items() if value}
     longest = max((len(v) for v in wanted.values()), default=1)
     leaks: set[str] = set()
+    searched: list[str] = []
     scanned = 0
     for path in files:
         p = Path(path)
         if not p.exists():
             continue
+        searched.append(p.name)
         tail = b""
         with p.open("rb") as fh:
             while chunk := fh.read(1 << 20):
@@ -310,7 +313,13 @@ def find_secrets(
                 leaks.update(f"{what} in {p.name}" for what, v in wanted.items() if v in window)
                 tail = window[-(longest - 1) :] if longest > 1 else b""
     for where, text in (texts or {}).items():
+        searched.append(where)
         data = text.encode()
         scanned += len(data)
         leaks.update(f"{what} in {where}" for what, v in wanted.items() if v in data)
-    return {"needles": len(wanted), "bytes_scanned": scanned, "leaks": sorted(leaks)}
+    return {
+        "needles": len(wanted),
+        "bytes_scanned": scanned,
+        "searched": searched,
+        "leaks": sorted(leaks),
+    }

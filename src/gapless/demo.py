@@ -30,6 +30,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -561,9 +562,19 @@ async def run_demo(
         summary["reconnects_by_connection"] = {
             name: max(0, s["connects"] - 1) for name, s in stats.items()
         }
+        # the DEBUG log (exceptions and tracebacks included), the raw capture,
+        # every delivered event (reasons and error texts), the feed's counters
+        # and this report
         summary["secrets"] = find_secrets(
             _canaries(tokens) if private else {},
-            [Path(soak.spill_dir) / name for name in ("debug.log", "capture.jsonl")],
+            [
+                Path(soak.spill_dir) / name
+                for name in ("debug.log", "capture.jsonl", "events.pickle")
+            ],
+            texts={
+                "feed stats": repr(stats),
+                "report": json.dumps(summary, default=str),
+            },
         )
     return DemoResult(
         summary=summary,
