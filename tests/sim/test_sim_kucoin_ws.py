@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
-from simkit import closed
+from simkit import closed, recv_until
 from test_sim_kucoin_kit import bullet, frames_for, kcfg, open_ws, recv_json, sub
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -185,23 +186,27 @@ async def test_509_more_than_100_symbols_in_one_message() -> None:
 
 async def test_509_per_connection_limit() -> None:
     async with KucoinSim(kcfg(max_topics_per_conn=3)) as sim, await open_ws(sim) as ws:
+
+        async def reply(to: str) -> Any:  # market data flows once s1 is acked
+            m, _ = await recv_until(ws, lambda m: isinstance(m, dict) and m.get("id") == to)
+            return m
+
         await recv_json(ws)
         await ws.send(sub("/market/level2:BTC-USDT,ETH-USDT", "s1"))
-        assert (await recv_json(ws))["type"] == "ack"
+        assert (await reply("s1"))["type"] == "ack"
         await ws.send(sub("/market/match:BTC-USDT,ETH-USDT", "s2"))
-        err = await recv_json(ws)
-        assert err == {
+        assert await reply("s2") == {
             "id": "s2",
             "type": "error",
             "code": 509,
             "data": "exceed max subscription count limitation of 3 per session",
         }
         await ws.send(sub("/market/level2:BTC-USDT", "again"))  # already active: no new topic
-        assert await recv_json(ws) == {"id": "again", "type": "ack"}
+        assert await reply("again") == {"id": "again", "type": "ack"}
         await ws.send(sub("/market/match:BTC-USDT", "s3"))
-        assert (await recv_json(ws))["type"] == "ack"
+        assert (await reply("s3"))["type"] == "ack"
         await ws.send(sub("/market/ticker:BTC-USDT", "s4"))
-        assert (await recv_json(ws))["code"] == 509
+        assert (await reply("s4"))["code"] == 509
         await ws.send(sub("/market/level2:ETH-USDT", "u", kind="unsubscribe"))
         await ws.send(sub("/market/ticker:BTC-USDT", "s5"))
         acks = [m for m in await frames_for(ws, 0.3) if m.get("type") in ("ack", "error")]
