@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import sys
+from typing import Any
 
 __all__ = ["heap_free_bytes", "pin_mmap_threshold", "trim_heap", "trim_heap_every"]
 
@@ -50,7 +52,10 @@ class _Mallinfo2(ctypes.Structure):
     ]
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """The C library, loaded once (the trimmer and the soak's sampler call in
+    every few seconds)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -59,13 +64,21 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
-def heap_free_bytes() -> int:
-    """glibc only (2.33+): bytes in the heap's free chunks, -1 when unknown."""
+@functools.cache
+def _mallinfo2() -> Any:
+    """glibc's ``mallinfo2`` with its return type set, or None (before 2.33)."""
     libc = _glibc()
     fn = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if fn is not None:
+        fn.restype = _Mallinfo2
+    return fn
+
+
+def heap_free_bytes() -> int:
+    """glibc only (2.33+): bytes in the heap's free chunks, -1 when unknown."""
+    fn = _mallinfo2()
     if fn is None:
         return -1
-    fn.restype = _Mallinfo2
     info: _Mallinfo2 = fn()
     return int(info.fordblks)
 

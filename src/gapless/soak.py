@@ -39,7 +39,7 @@ from gapless.chaos import SoakSettings
 from gapless.demo import DEMO_VENUES, DemoResult, demo_client_options, run_demo
 from gapless.events import Gap, WatchdogFired
 from gapless.memory import pin_mmap_threshold
-from gapless.sim import CONSUMER_FAULT_KINDS, TRANSPORT_FAULT_KINDS
+from gapless.sim import CONSUMER_FAULT_KINDS, TRANSPORT_FAULT_KINDS, Fault
 
 __all__ = ["RSS_GROWTH_LIMIT_PCT", "run_soak", "soak_report"]
 
@@ -193,11 +193,12 @@ def _half_open(result: DemoResult) -> list[dict[str, Any]]:
         (r for r in result.truth if r.get("k") == "fault"), key=lambda r: int(r["ts_ns"])
     )
     fired = [e for e in result.events if isinstance(e, WatchdogFired) and e.kind == "dead_peer"]
-    blocks = [
-        (int(f["ts_ns"]), int(f["ts_ns"]) + round(float(f["params"].get("duration_s", 1.0)) * 1e9))
-        for f in faults  # 1.0: the kind's default duration
-        if f["kind"] == "loop_block"
-    ]
+    blocks: list[tuple[int, int]] = []
+    for f in faults:
+        if f["kind"] == "loop_block":
+            t = int(f["ts_ns"])
+            d = float(Fault(f["kind"], 0.0, f["params"]).resolved()["duration_s"])
+            blocks.append((t, t + round(d * 1e9)))
     out: list[dict[str, Any]] = []
     for i, f in enumerate(faults):
         if f["kind"] != "blackhole":
